@@ -1,0 +1,1 @@
+"""Data sets and input pipelines. Never imports manet_jax.models."""
