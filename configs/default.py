@@ -1,0 +1,66 @@
+"""Paper hyper-parameters at 224x224 (section IV-B), on the built-in synthetic data.
+
+    python train.py --config=configs/default.py --workdir=runs/default
+
+This is the base every other config starts from; the data configs (ck, raf, folder) swap
+`config.data` and the schedule. On the synthetic data at full size it needs a GPU/TPU: on a
+2-core CPU use configs/synthetic.py instead. Expected: both stages train; the schedule is
+the paper's CK+ one (lr 1e-3, x0.1 every 500 steps, 1000 steps per stage, batch 42).
+"""
+
+import ml_collections
+
+from manet_jax.regions import DEFAULT_REGION_SIZES
+
+
+def get_config():
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.model = model = ml_collections.ConfigDict()
+    model.variant = "manet"  # 'manet' | 'vgg' | 'vgg_se' (Tables 3 and 5)
+    model.num_classes = 7
+    model.input_size = 224
+    model.width_multiplier = 1.0  # < 1 for CPU-sized runs; 1.0 is VGG16 / Table 1
+    model.num_regions = 8
+    model.dtype = "float32"  # compute dtype: 'float32' | 'bfloat16' (parameters stay float32)
+    model.dropout_rate = 0.5
+    model.kernel_init = "xavier"  # 'xavier' (Glorot) | 'caffe_xavier' (fan_in) | 'he'
+    model.fc_units = 4096  # fc6, fc7
+    model.rasnet_hidden_units = 2048  # Table 1, layer 7
+    model.se_reduction = 16
+    model.ma_weight_pool = 2  # weight branch: avg-pool 14 -> 7 (our reading of Fig. 2)
+    model.ma_weight_channels = 128  # weight branch: 1x1 conv channels (our reading)
+    # (width, height) fractions of the image per region, in REGION_NAMES order (Table 2 as read
+    # with Eq. 4: eyes+brows 0.72W wide x 0.36H tall, mouth+nose 0.54W x 0.36H).
+    model.region_sizes = tuple(tuple(s) for s in DEFAULT_REGION_SIZES)
+
+    config.data = data = ml_collections.ConfigDict()
+    data.name = "synthetic"
+    data.data_dir = ""  # where prepared data is cached ('' -> <workdir>/data)
+    data.num_train = 3500
+    data.num_test = 700
+    data.num_train_subjects = 60
+    data.num_test_subjects = 20
+    data.fold = 0  # CK+-style person-independent fold (1..10); 0 = the data set's own split
+    data.random_flip = True  # mirrors landmarks and swaps left/right points with the image
+    data.shuffle_buffer = 4096
+    data.cache = True
+
+    config.train = train = ml_collections.ConfigDict()
+    train.batch_size = 42  # global batch, split over all devices
+    train.eval_batch_size = 64
+    train.stage1_steps = 1000  # RASnet on the Eq. 2-3 mask loss (manet only)
+    train.stage2_steps = 1000  # ERSnet on cross-entropy, RASnet frozen
+    train.learning_rate = 1e-3
+    train.lr_decay_factor = 0.1
+    train.lr_decay_every = 500  # steps, counted from the start of each stage
+    train.warmup_steps = 0
+    train.momentum = 0.9
+    train.weight_decay = 5e-4  # Caffe-style: added to the gradient before momentum
+    train.eval_every = 250
+    train.log_every = 50
+    train.checkpoint_every = 250
+    train.keep_checkpoints = 3
+    train.progress_bar = True
+    return config

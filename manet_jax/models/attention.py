@@ -1,0 +1,106 @@
+"""Squeeze-excitation and the multiple attention (MA) block (paper section III-B, Fig. 2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from manet_jax.models.layers import KERNEL_INITS
+
+
+class SqueezeExcite(nn.Module):
+    """SE (Hu et al.): global average pool, fc C/r, ReLU, fc C, sigmoid -> (B, C) gates."""
+
+    reduction: int = 16
+    dtype: Any = jnp.float32
+    kernel_init: Any = KERNEL_INITS["xavier"]
+
+    @nn.compact
+    def __call__(self, x):
+        channels = x.shape[-1]
+        s = jnp.mean(x, axis=(-3, -2))
+        s = nn.Dense(max(1, channels // self.reduction), dtype=self.dtype, kernel_init=self.kernel_init, name="fc1")(s)
+        s = nn.relu(s)
+        s = nn.Dense(channels, dtype=self.dtype, kernel_init=self.kernel_init, name="fc2")(s)
+        return nn.sigmoid(s.astype(jnp.float32)).astype(x.dtype)
+
+
+class AttentionBranch(nn.Module):
+    """One sub-branch, Eq. 5: t = conv1x1(V * M_r); f_r = t * SE(t)."""
+
+    channels: int
+    se_reduction: int = 16
+    dtype: Any = jnp.float32
+    kernel_init: Any = KERNEL_INITS["xavier"]
+
+    @nn.compact
+    def __call__(self, v, mask):
+        t = nn.Conv(self.channels, (1, 1), dtype=self.dtype, kernel_init=self.kernel_init, name="buffer")(
+            v * mask[..., None].astype(v.dtype)
+        )
+        gates = SqueezeExcite(self.se_reduction, self.dtype, self.kernel_init, name="se")(t)
+        return t * gates[..., None, None, :]
+
+
+class WeightBranch(nn.Module):
+    """Five layers (our reading of Fig. 2): avg-pool, 1x1 conv + ReLU, fc to N, exp, normalise.
+
+    The first two layers "reduce the numbers of dimension and channel"; the last two turn
+    the N-vector into a probability vector, i.e. a softmax. q >= 0 and sums to 1.
+    """
+
+    num_regions: int
+    pool: int = 2
+    channels: int = 128
+    dtype: Any = jnp.float32
+    kernel_init: Any = KERNEL_INITS["xavier"]
+
+    @nn.compact
+    def __call__(self, v):
+        x = v
+        if self.pool > 1:
+            x = nn.avg_pool(x, (self.pool, self.pool), strides=(self.pool, self.pool))
+        x = nn.Conv(self.channels, (1, 1), dtype=self.dtype, kernel_init=self.kernel_init, name="reduce")(x)
+        x = nn.relu(x)
+        x = x.reshape(x.shape[0], -1)
+        x = nn.Dense(self.num_regions, dtype=self.dtype, kernel_init=self.kernel_init, name="fc")(x)
+        return jax.nn.softmax(x.astype(jnp.float32), axis=-1)
+
+
+class MABlock(nn.Module):
+    """Hybrid attention (N vmapped sub-branches with separate weights) + weight learning.
+
+    Returns F = sum_r q_r f_r (Eq. 6), shaped like V, and q (B, N).
+    """
+
+    num_regions: int = 8
+    se_reduction: int = 16
+    weight_pool: int = 2
+    weight_channels: int = 128
+    dtype: Any = jnp.float32
+    kernel_init: Any = KERNEL_INITS["xavier"]
+
+    @nn.compact
+    def __call__(self, v, masks):
+        if masks.shape[1:] != (self.num_regions, *v.shape[1:3]):
+            raise ValueError(
+                f"masks must be (B, {self.num_regions}, {v.shape[1]}, {v.shape[2]}) to match V of shape "
+                f"{v.shape}; got {masks.shape}"
+            )
+        branches = nn.vmap(
+            AttentionBranch,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=(None, 1),
+            out_axes=1,
+            axis_size=self.num_regions,
+        )(v.shape[-1], self.se_reduction, self.dtype, self.kernel_init, name="branches")
+        features = branches(v, masks)  # (B, N, H, W, C)
+        q = WeightBranch(
+            self.num_regions, self.weight_pool, self.weight_channels, self.dtype, self.kernel_init, name="weights"
+        )(v)
+        fused = jnp.einsum("bn,bnhwc->bhwc", q.astype(features.dtype), features)
+        return fused, q

@@ -1,0 +1,100 @@
+"""The model family: `manet` (RASnet + ERSnet with the MA block), `vgg`, `vgg_se`.
+
+Parameters always live under `params['ersnet']` (and `params['rasnet']` for `manet`): the
+two training partitions are plain top-level keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from manet_jax.models.layers import KERNEL_INITS
+from manet_jax.models.rasnet import RASnet
+from manet_jax.models.vgg import ERSnet
+
+VARIANT_ATTENTION = {"vgg": "none", "vgg_se": "se", "manet": "ma"}
+
+
+class MANet(nn.Module):
+    """apply(variables, images, train) -> {'logits', and for manet 'masks', 'region_weights'}.
+
+    `images` are already normalised (manet_jax.preprocess.normalize). RASnet's masks reach
+    ERSnet through a stop_gradient: the paper trains the two sub-nets in separate stages.
+    """
+
+    variant: str = "manet"
+    num_classes: int = 7
+    num_regions: int = 8
+    input_size: int = 224
+    width_multiplier: float = 1.0
+    fc_units: int = 4096
+    rasnet_hidden_units: int = 2048
+    dropout_rate: float = 0.5
+    se_reduction: int = 16
+    weight_pool: int = 2
+    weight_channels: int = 128
+    dtype: Any = jnp.float32
+    kernel_init: Any = KERNEL_INITS["xavier"]
+
+    @property
+    def mask_size(self) -> tuple[int, int]:
+        """Masks match V, the pool4 output: input / 16 (14 x 14 at 224)."""
+        return (self.input_size // 16, self.input_size // 16)
+
+    def setup(self):
+        if self.variant not in VARIANT_ATTENTION:
+            raise ValueError(f"model.variant must be one of {sorted(VARIANT_ATTENTION)}, got {self.variant!r}")
+        if self.variant == "manet":
+            self.rasnet = RASnet(
+                self.num_regions,
+                self.mask_size,
+                self.width_multiplier,
+                self.rasnet_hidden_units,
+                self.dtype,
+                self.kernel_init,
+            )
+        self.ersnet = ERSnet(
+            num_classes=self.num_classes,
+            attention=VARIANT_ATTENTION[self.variant],
+            num_regions=self.num_regions,
+            width_multiplier=self.width_multiplier,
+            fc_units=self.fc_units,
+            dropout_rate=self.dropout_rate,
+            se_reduction=self.se_reduction,
+            weight_pool=self.weight_pool,
+            weight_channels=self.weight_channels,
+            dtype=self.dtype,
+            kernel_init=self.kernel_init,
+        )
+
+    def __call__(self, images, train: bool = False, masks=None):
+        """`masks` overrides RASnet's prediction (e.g. ground-truth masks for ablations)."""
+        self._check_input(images)
+        out = {}
+        if self.variant == "manet":
+            if masks is None:
+                masks = self.rasnet(images)
+            masks = jax.lax.stop_gradient(masks)
+            out["masks"] = masks
+        logits, extras = self.ersnet(images, masks, train=train)
+        out["logits"] = logits
+        out.update(extras)
+        return out
+
+    def predict_masks(self, images):
+        """RASnet alone (stage 1 runs only this: ERSnet is not evaluated at all)."""
+        self._check_input(images)
+        if self.variant != "manet":
+            raise ValueError(f"variant {self.variant!r} has no RASnet")
+        return self.rasnet(images)
+
+    def _check_input(self, images):
+        if images.ndim != 4 or images.shape[1:] != (self.input_size, self.input_size, 3):
+            raise ValueError(
+                f"expected normalised images (B, {self.input_size}, {self.input_size}, 3) "
+                f"(model.input_size={self.input_size}); got shape {images.shape}"
+            )

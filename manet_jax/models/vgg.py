@@ -1,0 +1,94 @@
+"""VGG16 backbone and ERSnet (the expression sub-net): VGG16 with an optional attention block
+between conv block 4 and conv block 5 (none = `vgg`, one SE = `vgg_se`, MA = `manet`).
+
+Layer names follow VGG-Face (conv1_1 ... conv5_3, fc6, fc7, fc8) so imported weights map
+one-to-one onto `params['ersnet']`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from manet_jax.models.attention import MABlock, SqueezeExcite
+from manet_jax.models.layers import KERNEL_INITS, scaled
+
+# (block, convs, channels) of VGG16.
+VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
+ATTENTIONS = ("none", "se", "ma")
+
+
+class ERSnet(nn.Module):
+    """VGG16 + attention after pool4. Input: normalised images; output: logits and extras."""
+
+    num_classes: int = 7
+    attention: str = "ma"
+    num_regions: int = 8
+    width_multiplier: float = 1.0
+    fc_units: int = 4096
+    dropout_rate: float = 0.5
+    se_reduction: int = 16
+    weight_pool: int = 2
+    weight_channels: int = 128
+    dtype: Any = jnp.float32
+    kernel_init: Any = KERNEL_INITS["xavier"]
+
+    def conv_block(self, x, block: int, convs: int, channels: int):
+        for k in range(1, convs + 1):
+            x = nn.Conv(
+                scaled(channels, self.width_multiplier),
+                (3, 3),
+                padding=1,
+                dtype=self.dtype,
+                kernel_init=self.kernel_init,
+                name=f"conv{block}_{k}",
+            )(x)
+            x = nn.relu(x)
+        return x
+
+    @nn.compact
+    def __call__(self, x, masks=None, train: bool = False):
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        x = x.astype(self.dtype)
+        extras = {}
+        for block, convs, channels in VGG16_BLOCKS:
+            x = self.conv_block(x, block, convs, channels)
+            if block == 5:
+                self.sow("intermediates", "conv5", x)  # last conv activations (Grad-CAM)
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            if block == 4:
+                x = self.attend(x, masks, extras)
+        x = x.reshape(x.shape[0], -1)
+        for name in ("fc6", "fc7"):
+            x = nn.Dense(
+                scaled(self.fc_units, self.width_multiplier), dtype=self.dtype, kernel_init=self.kernel_init, name=name
+            )(x)
+            x = nn.relu(x)
+            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        logits = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=self.kernel_init, name="fc8")(x)
+        return logits.astype(jnp.float32), extras
+
+    def attend(self, v, masks, extras):
+        """The block between pool4 (V) and conv5_1."""
+        self.sow("intermediates", "pool4", v)
+        if self.attention == "se":
+            gates = SqueezeExcite(self.se_reduction, self.dtype, self.kernel_init, name="se_block")(v)
+            return v * gates[..., None, None, :]
+        if self.attention == "ma":
+            if masks is None:
+                raise ValueError("the MA block needs region masks (B, N, h, w)")
+            fused, q = MABlock(
+                self.num_regions,
+                self.se_reduction,
+                self.weight_pool,
+                scaled(self.weight_channels, self.width_multiplier),
+                self.dtype,
+                self.kernel_init,
+                name="ma_block",
+            )(v, masks)
+            extras["region_weights"] = q
+            return fused
+        return v
