@@ -42,10 +42,9 @@ def get_config():
     data.num_test = 700
     data.num_train_subjects = 60
     data.num_test_subjects = 20
+    data.seed = 0  # synthetic data: which faces (independent of the training seed)
     data.fold = 0  # CK+-style person-independent fold (1..10); 0 = the data set's own split
     data.random_flip = True  # mirrors landmarks and swaps left/right points with the image
-    data.shuffle_buffer = 4096
-    data.cache = True
 
     config.train = train = ml_collections.ConfigDict()
     train.batch_size = 42  # global batch, split over all devices

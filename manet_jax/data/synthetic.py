@@ -73,6 +73,7 @@ PART_HAIR = 7
 PART_NAMES = ('background', 'skin', 'brow', 'eye', 'nose', 'mouth', 'detail', 'hair')
 
 _SUPERSAMPLE = 2  # drawing scale of the RGB image (antialiasing by box downsampling)
+_WRINKLE_W = 0.009  # expression lines: about 1 px wide at S=112, so a small CNN can see them
 
 # Expression parameters at full intensity (units: fractions of S in the canonical frame;
 # *_up > 0 means upwards; eye_* are multipliers of the lid heights, 1 = neutral).
@@ -96,10 +97,10 @@ _CLASS_DELTAS = {
                  eye_up=0.48, eye_lo=0.08, mouth_w=0.2, corner_up=-0.008, gap=0.02,
                  gap_up_frac=0.4, gap_pow=5.0, lip_thick=-0.2, teeth=1.0, forehead=0.8,
                  forehead_span=0.06),
-    'happy': dict(corner_up=0.03, mouth_w=0.12, eye_up=-0.12, eye_lo=-0.38, nasolabial=1.0,
+    'happy': dict(corner_up=0.036, mouth_w=0.12, eye_up=-0.12, eye_lo=-0.38, nasolabial=1.0,
                   crows=1.0, cheek_raise=0.02, gap_pow=3.5, gap_up_frac=0.3, teeth=1.0),
-    'sadness': dict(brow_in_up=0.03, brow_out_up=-0.01, brow_in_x=0.008, brow_arch=-0.006,
-                    eye_up=-0.18, corner_up=-0.022, mouth_w=-0.06, lip_lo_thick=0.15,
+    'sadness': dict(brow_in_up=0.036, brow_out_up=-0.01, brow_in_x=0.008, brow_arch=-0.006,
+                    eye_up=-0.18, corner_up=-0.027, mouth_w=-0.06, lip_lo_thick=0.15,
                     chin_crease=1.0),
     'surprise': dict(brow_in_up=0.05, brow_out_up=0.045, brow_arch=0.014, eye_up=0.58,
                      eye_lo=0.12, mouth_w=-0.22, gap=0.075, gap_up_frac=0.32, gap_pow=2.0,
@@ -243,8 +244,8 @@ def sample_expression(rng: np.random.Generator, label: int) -> dict:
     e['corner_out_l'] = e['corner_out_r'] = 0.0
     if name == 'contempt':
         side = 'l' if rng.uniform() < 0.5 else 'r'
-        e['corner_up_' + side] += 0.024 * k
-        e['corner_out_' + side] += 0.014 * k
+        e['corner_up_' + side] += 0.03 * k
+        e['corner_out_' + side] += 0.016 * k
         e['dimple'] = 1.0 if side == 'r' else -1.0
         e['lip_thick'] -= 0.15 * k
     if name == 'happy':
@@ -571,24 +572,24 @@ def _draw_face(cv, idn, e, rng):
             yv = base_brow - lift - 0.045 - 0.022 * i
             xs = _lin(-span, span, 7)
             pts = np.stack([0.5 + xs, yv + 0.012 * (xs / max(span, 1e-6)) ** 2], 1)
-            cv.line(pts, wr_col(e['forehead'] * k), 0.006, PART_DETAIL)
+            cv.line(pts, wr_col(e['forehead'] * k), _WRINKLE_W, PART_DETAIL)
     if e['glabella'] > 0:
         for s in (-1.0, 1.0):
             x0 = 0.5 + s * 0.016
             yb = base_brow - e['brow_in_up']
             cv.line([[x0 + s * 0.004, yb - 0.03], [x0, yb + 0.005], [x0 - s * 0.002, yb + 0.03]],
-                    wr_col(k), 0.006, PART_DETAIL)
+                    wr_col(k), _WRINKLE_W, PART_DETAIL)
     tip_y = idn['eye_y'] + idn['nose_len']
     if e['nose_wrinkle'] > 0:
         for i in range(3):
             yv = idn['eye_y'] + 0.03 + 0.028 * i
             hw = 0.028 + 0.006 * i
             xs = _lin(-hw, hw, 5)
-            cv.line(np.stack([0.5 + xs, yv - 0.01 * (1 - (xs / hw) ** 2)], 1), wr_col(k), 0.006, PART_DETAIL)
+            cv.line(np.stack([0.5 + xs, yv - 0.01 * (1 - (xs / hw) ** 2)], 1), wr_col(k), _WRINKLE_W, PART_DETAIL)
         for s in (-1.0, 1.0):
             x0 = 0.5 + s * (idn['eye_in'] - 0.005)
             cv.line([[x0, idn['eye_y'] + 0.035], [x0 + s * 0.01, idn['eye_y'] + 0.075]],
-                    wr_col(k), 0.006, PART_DETAIL)
+                    wr_col(k), _WRINKLE_W, PART_DETAIL)
     mouth_w = idn['mouth_w'] * e['mouth_w']
     if e['nasolabial'] > 0:
         for s, cu in ((-1.0, e['corner_up_l']), (1.0, e['corner_up_r'])):
@@ -596,13 +597,13 @@ def _draw_face(cv, idn, e, rng):
             x1 = 0.5 + s * (mouth_w + 0.028)
             y1 = idn['mouth_y'] + 0.02 - cu
             pts = np.array([[x0, tip_y + 0.005], [0.5 * (x0 + x1) + s * 0.022, 0.5 * (tip_y + y1)], [x1, y1]])
-            cv.line(pts, wr_col(k), 0.007, PART_DETAIL)
+            cv.line(pts, wr_col(k), _WRINKLE_W, PART_DETAIL)
     if e['crows'] > 0:
         for s in (-1.0, 1.0):
             x0 = 0.5 + s * (idn['eye_in'] + idn['eye_w'] + 0.012)
             for dy in (-0.014, 0.0, 0.014):
                 cv.line([[x0, idn['eye_y'] + dy * 0.6], [x0 + s * 0.028, idn['eye_y'] + dy * 1.6]],
-                        wr_col(0.7 * k), 0.005, PART_DETAIL)
+                        wr_col(0.7 * k), _WRINKLE_W, PART_DETAIL)
     if e['dimple'] != 0:
         s = e['dimple']
         w_side = mouth_w + (e['corner_out_r'] if s > 0 else e['corner_out_l'])
@@ -610,11 +611,11 @@ def _draw_face(cv, idn, e, rng):
         x0 = 0.5 + s * (w_side + 0.014)
         y0 = idn['mouth_y'] - cu
         cv.line([[x0 - s * 0.004, y0 - 0.018], [x0 + s * 0.003, y0], [x0 - s * 0.002, y0 + 0.016]],
-                wr_col(k), 0.007, PART_DETAIL)
+                wr_col(k), _WRINKLE_W, PART_DETAIL)
     if e['chin_crease'] > 0:
         yv = idn['mouth_y'] + idn['lip_lo'] * e['lip_lo_thick'] + 0.04
         xs = _lin(-0.045, 0.045, 7)
-        cv.line(np.stack([0.5 + xs, yv - 0.012 * (1 - (xs / 0.045) ** 2)], 1), wr_col(k), 0.006, PART_DETAIL)
+        cv.line(np.stack([0.5 + xs, yv - 0.012 * (1 - (xs / 0.045) ** 2)], 1), wr_col(k), _WRINKLE_W, PART_DETAIL)
     # hair on top (after the forehead lines, so a fringe hides them)
     if style != 2:
         hl = idn['hairline'] + (0.07 if style == 3 else 0.0)
@@ -784,6 +785,8 @@ def generate_split(num_examples: int, seed: int, image_size: int = 112, num_subj
     if int(seed) < 0 or int(subject_id_offset) < 0:
         raise ValueError(f'seed and subject_id_offset must be >= 0, got {seed}, {subject_id_offset}')
     size = int(image_size)
+    if size < 32:
+        raise ValueError(f'image_size must be >= 32, got {image_size}')
     order = np.random.default_rng(np.random.SeedSequence([int(seed), 0]))
     labels = order.permutation(np.arange(n) % NUM_CLASSES).astype(np.int32)
     subjects = (order.permutation(np.arange(n) % int(num_subjects)) + int(subject_id_offset)).astype(np.int32)
