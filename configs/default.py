@@ -51,11 +51,13 @@ def get_config():
     train.eval_batch_size = 64
     train.stage1_steps = 1000  # RASnet on the Eq. 2-3 mask loss (manet only)
     train.stage2_steps = 1000  # ERSnet on cross-entropy, RASnet frozen
-    train.learning_rate = 1e-3
+    train.stage1_learning_rate = 1e-3  # section IV-B gives one rate; we apply it per stage
+    train.stage2_learning_rate = 1e-3
     train.lr_decay_factor = 0.1
     train.lr_decay_every = 500  # steps, counted from the start of each stage
     train.warmup_steps = 0
-    train.momentum = 0.9
+    train.optimizer = "sgd"  # 'sgd' (the paper's, Caffe-style) | 'adam'
+    train.momentum = 0.9  # SGD momentum, or Adam's b1
     train.weight_decay = 5e-4  # Caffe-style: added to the gradient before momentum
     train.eval_every = 250
     train.log_every = 50

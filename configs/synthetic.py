@@ -24,7 +24,8 @@ def get_config():
     config.train.eval_batch_size = 100
     config.train.stage1_steps = 300
     config.train.stage2_steps = 600
-    config.train.learning_rate = 0.01
+    config.train.stage1_learning_rate = 1e-3
+    config.train.stage2_learning_rate = 0.01
     config.train.lr_decay_every = 400
     config.train.eval_every = 150
     config.train.log_every = 25

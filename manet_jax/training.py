@@ -75,24 +75,37 @@ def stage_bounds(config) -> dict[int, tuple[int, int]]:
     return bounds
 
 
-def learning_rate_schedule(train_config) -> optax.Schedule:
-    """lr x decay_factor every lr_decay_every steps of a stage (Caffe's 'step' policy)."""
+def learning_rate_schedule(train_config, stage: int) -> optax.Schedule:
+    """stageN_learning_rate x decay_factor every lr_decay_every steps of the stage (Caffe 'step')."""
     t = train_config
+    base = float(t[f"stage{stage}_learning_rate"])
     schedule = optax.exponential_decay(
-        t.learning_rate, transition_steps=max(1, int(t.lr_decay_every)), decay_rate=t.lr_decay_factor, staircase=True
+        base, transition_steps=max(1, int(t.lr_decay_every)), decay_rate=t.lr_decay_factor, staircase=True
     )
     if t.warmup_steps > 0:
-        warmup = optax.linear_schedule(0.0, t.learning_rate, int(t.warmup_steps))
+        warmup = optax.linear_schedule(0.0, base, int(t.warmup_steps))
         schedule = optax.join_schedules([warmup, schedule], [int(t.warmup_steps)])
     return schedule
 
 
-def make_optimizer(train_config) -> optax.GradientTransformation:
-    """Caffe-style SGD: weight decay added to the gradient, then momentum."""
-    return optax.chain(
-        optax.add_decayed_weights(train_config.weight_decay),
-        optax.sgd(learning_rate_schedule(train_config), momentum=train_config.momentum),
-    )
+OPTIMIZERS = ("sgd", "adam")
+
+
+def make_optimizer(train_config, stage: int) -> optax.GradientTransformation:
+    """Caffe-style SGD (the paper's): weight decay added to the gradient, then momentum.
+
+    'adam' (same decay, then Adam) is there for short from-scratch runs such as the CPU
+    demo, where plain SGD needs far more steps to get a 16-layer net without BN moving.
+    """
+    t = train_config
+    if t.optimizer not in OPTIMIZERS:
+        raise ValueError(f"config.train.optimizer must be one of {OPTIMIZERS}, got {t.optimizer!r}")
+    schedule = learning_rate_schedule(t, stage)
+    if t.optimizer == "sgd":
+        update = optax.sgd(schedule, momentum=t.momentum)
+    else:
+        update = optax.adam(schedule, b1=t.momentum)
+    return optax.chain(optax.add_decayed_weights(t.weight_decay), update)
 
 
 # ------------------------------------------------------------------------------ steps
@@ -301,7 +314,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     mesh = Mesh(np.asarray(jax.devices()), ("data",))
     replicated = NamedSharding(mesh, P())
     data_sharding = NamedSharding(mesh, P("data"))
-    tx = make_optimizer(config.train)
+    optimizers = {stage: make_optimizer(config.train, stage) for stage in (1, 2)}
     bounds = stage_bounds(config)
     total_steps = max(end for _, end in bounds.values())
     meta_base = {"variant": config.model.variant, "config": json.loads(config.to_json_best_effort())}
@@ -320,7 +333,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 f"{config.model.variant!r}; use another --workdir"
             )
         stage = int(meta["stage"])
-        state = ckpts.restore(latest, abstract_state=abstract_state(model, stage, tx, replicated))
+        state = ckpts.restore(latest, abstract_state=abstract_state(model, stage, optimizers[stage], replicated))
         progress_log(f"resumed from step {latest} (stage {stage}) in {ckpts.directory}")
     final = {}
     progress = Progress(main_process and config.train.progress_bar, total_steps, latest or 0)
@@ -330,12 +343,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 continue
             if state is None or stage_now != stage:
                 params = None if state is None else state["params"]
-                state = init_state(model, config.seed, stage_now, tx, params)
+                state = init_state(model, config.seed, stage_now, optimizers[stage_now], params)
                 state = jax.device_put(state, replicated)
                 state["step"] = jax.device_put(jnp.asarray(start, jnp.int32), replicated)
                 stage = stage_now
             state, final = _run_stage(
-                model, stage, state, start, end, tx, config, train_split, test_split,
+                model, stage, state, start, end, optimizers[stage], config, train_split, test_split,
                 data_sharding, ckpts, metrics_log, progress, meta_base,
             )
     finally:
@@ -350,7 +363,7 @@ def _run_stage(model, stage, state, start, end, tx, config, train_split, test_sp
     """Steps start+1..end of one stage, with logging, evaluation and checkpoints."""
     t = config.train
     first = int(jax.device_get(state["step"]))
-    schedule = learning_rate_schedule(t)
+    schedule = learning_rate_schedule(t, stage)
     train_step = jax.jit(make_train_step(model, stage, tx), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(model, stage))
     meta = {**meta_base, "stage": stage}

@@ -80,7 +80,7 @@ _WRINKLE_W = 0.009  # expression lines: about 1 px wide at S=112, so a small CNN
 _NEUTRAL = dict(
     brow_in_up=0.0, brow_out_up=0.0, brow_in_x=0.0, brow_arch=0.0,
     eye_up=1.0, eye_lo=1.0,
-    mouth_w=1.0, corner_up=0.0, corner_out=0.0, gap=0.0, gap_up_frac=0.35, gap_pow=2.0,
+    mouth_w=1.0, corner_up=0.0, gap=0.0, gap_up_frac=0.35, gap_pow=2.0,
     lip_raise=0.0, lip_thick=1.0, lip_lo_thick=1.0, jaw_drop=0.0, teeth=0.0,
     forehead=0.0, forehead_span=0.15, glabella=0.0, nose_wrinkle=0.0, nasolabial=0.0,
     crows=0.0, dimple=0.0, chin_crease=0.0, cheek_raise=0.0, nostril_flare=0.0,
@@ -177,7 +177,6 @@ class _Canvas:
         self.size = size
         self.ss = image.size[0] // size
         self.draw = ImageDraw.Draw(image)
-        self.parts = parts
         self.pdraw = ImageDraw.Draw(parts) if parts is not None else None
         self.a = matrix * size  # canonical -> image pixels (continuous frame)
         self.b = np.asarray(offset, np.float64) * size
@@ -209,13 +208,14 @@ def sample_identity(rng: np.random.Generator) -> dict:
     skin = np.clip(skin * np.array([1.0, u(0.96, 1.02), u(0.94, 1.04)]), 25, 255)
     lip = np.clip(_mix(skin, (175, 60, 70), u(0.25, 0.45)) * u(0.78, 0.92), 10, 255)
     hair_idx = rng.integers(len(_HAIR_COLOURS))
-    hair = np.clip(_HAIR_COLOURS[hair_idx] * u(0.8, 1.2, 3), 0, 255)
+    hair = np.clip(_HAIR_COLOURS[hair_idx] * u(0.8, 1.2) * u(0.95, 1.05, 3), 0, 255)
     brow = _mix(hair, (30, 22, 18), 0.55 if hair.mean() > 110 else 0.15) * u(0.85, 1.1)
+    brow = np.minimum(brow, skin * 0.6)  # brows always read darker than the skin
     eye_y = u(0.385, 0.415)
     eye_in = u(0.055, 0.072)
     eye_w = u(0.112, 0.14)
     return dict(
-        skin=skin, lip=lip, hair=hair, brow=np.clip(brow, 0, 255),
+        skin=skin, lip=lip, hair=hair, brow=brow,
         iris=_IRIS_COLOURS[rng.integers(len(_IRIS_COLOURS))] * u(0.85, 1.15),
         face_a=u(0.29, 0.35), face_cy=u(0.465, 0.495), face_top=u(-0.02, 0.04),
         chin_y=u(0.895, 0.945), jaw_pow=u(2.0, 3.4), jaw_taper=u(0.0, 0.22),
@@ -374,8 +374,7 @@ def _eye(idn, e, side):
     lm_lo = local(tl[::-1] * length, h_lo * pl[::-1])
     lm = np.concatenate([left[None], lm_up, right[None], lm_lo])
     return dict(sclera=sclera, iris=iris, pupil=pupil, glint=glint if glint_ok else None,
-                lid=lid_line, lower=lower_line, crease=crease, lm=lm, h_up=h_up, h_lo=h_lo,
-                outer=outer, inner=inner)
+                lid=lid_line, lower=lower_line, crease=crease, lm=lm)
 
 
 def _mouth(idn, e):
@@ -432,7 +431,7 @@ def _mouth(idn, e):
     lm = np.concatenate([np.stack([xo, outer_y], 1), np.stack([xi, inner_y], 1)])
     corners = lm[[0, 6]]
     return dict(upper=upper_lip, lower=lower_lip, opening=opening, teeth=teeth, seam=seam,
-                lm=lm, corners=corners, half_w=(wl, wr), line_y=my)
+                lm=lm, corners=corners)
 
 
 def _nose(idn, e):
@@ -527,7 +526,7 @@ def _draw_background(img, rng, size, ss, head_c, head_ax, angle):
                    fill=(60, 20, 25), width=max(1, int(0.008 * sc)))
 
 
-def _draw_face(cv, idn, e, rng):
+def _draw_face(cv, idn, e):
     """All facial features; returns the 68 canonical landmarks."""
     skin = idn['skin']
     dark = skin * 0.55
@@ -722,7 +721,6 @@ def generate_face(rng: np.random.Generator, label: int, identity: dict, image_si
     offset = centre + shift - matrix @ centre
     ss = _SUPERSAMPLE
     img = Image.new('RGB', (size * ss, size * ss), (128, 128, 128))
-    head_c = (matrix @ np.array([0.5, idn['face_cy']]) + offset) * size
     head_ax = np.array([idn['face_a'] + 0.01, 0.5 * (idn['chin_y'] - idn['face_top'])]) * scale * size
     head_c = (matrix @ np.array([0.5, 0.5 * (idn['chin_y'] + idn['face_top'])]) + offset) * size
     if nuisance:
@@ -732,7 +730,7 @@ def generate_face(rng: np.random.Generator, label: int, identity: dict, image_si
     parts = Image.new('L', (size, size), 0) if return_parts else None
     idn['cloth'] = _rgb(rng.uniform(0, 255, 3))
     cv = _Canvas(img, size, matrix, offset, scale, parts)
-    lm = _draw_face(cv, idn, e, rng)
+    lm = _draw_face(cv, idn, e)
     landmarks = (cv.to_image(lm)).astype(np.float32)
     small = img.reduce(ss) if ss > 1 else img
     if nuisance:
@@ -746,7 +744,7 @@ def generate_face(rng: np.random.Generator, label: int, identity: dict, image_si
         sigma = rng.uniform(1.5, 6.0)
         oy, ox = rng.integers(0, 161, 2)
         v = (np.arange(256.0) - 128.0) * contrast + 128.0 + bright
-        lut = np.clip(v[None, :] * cast[:, None], 0, 255).astype(np.uint8).ravel().tolist()
+        lut = np.clip(v[None, :] * cast[:, None] + 0.5, 0, 255).astype(np.uint8).ravel().tolist()
         small = small.point(lut)
         arr = np.asarray(small, dtype=np.float32)
         ramp = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5

@@ -1,0 +1,189 @@
+"""Training: the real train_and_evaluate, frozen partitions, data parallel, resume, NaN."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from configs.default import get_config
+from manet_jax import training
+from manet_jax.checkpoints import CheckpointMismatchError, Checkpoints, restore_params
+from manet_jax.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(**train):
+    cfg = get_config()
+    cfg.model.input_size, cfg.model.width_multiplier, cfg.model.fc_units = 96, 1 / 16, 512
+    cfg.data.num_train, cfg.data.num_test = 40, 21
+    cfg.data.num_train_subjects, cfg.data.num_test_subjects = 6, 3
+    t = cfg.train
+    t.batch_size, t.eval_batch_size = 8, 8
+    t.stage1_steps, t.stage2_steps = 4, 4
+    t.eval_every, t.log_every, t.checkpoint_every = 2, 1, 2
+    t.stage1_learning_rate, t.stage2_learning_rate = 1e-4, 1e-3
+    t.progress_bar = False
+    for k, v in train.items():
+        t[k] = v
+    return cfg
+
+
+def read_metrics(workdir):
+    return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    cfg = tiny_config()
+    final = training.train_and_evaluate(cfg, workdir)
+    return cfg, workdir, final
+
+
+def test_train_and_evaluate_runs_both_stages_and_logs(finished_run):
+    cfg, workdir, final = finished_run
+    records = read_metrics(workdir)
+    train_records = [r for r in records if "loss" in r]
+    assert [r["step"] for r in train_records] == list(range(1, 9))
+    assert [r["stage"] for r in train_records] == [1] * 4 + [2] * 4
+    assert all(np.isfinite(r["loss"]) and r["lr"] > 0 for r in train_records)
+    evals = [r for r in records if "eval_examples" in r]
+    assert [(r["step"], r["stage"]) for r in evals] == [(2, 1), (4, 1), (6, 2), (8, 2)]
+    assert all(r["eval_examples"] == 21 for r in evals)  # 21 test faces, batch 8: none dropped
+    assert all("eval_mask_iou" in r for r in evals)
+    assert all("eval_accuracy" in r for r in evals if r["stage"] == 2)
+    assert 0 <= final["eval_accuracy"] <= 1 and final["eval_examples"] == 21
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    with Checkpoints(workdir / "checkpoints", read_only=True) as ckpts:
+        assert ckpts.latest_step() == 8
+        assert 4 in ckpts.all_steps()  # end of stage 1 is kept (last three: 4, 6, 8)
+        assert ckpts.restore_meta(4)["stage"] == 1 and ckpts.restore_meta(8)["stage"] == 2
+
+
+def test_rerun_of_a_finished_run_trains_nothing_more(finished_run):
+    cfg, workdir, final = finished_run
+    before = restore_params(workdir / "checkpoints")
+    again = training.train_and_evaluate(cfg, workdir)
+    assert again["eval_accuracy"] == pytest.approx(final["eval_accuracy"])
+    jax.tree.map(np.testing.assert_array_equal, before, restore_params(workdir / "checkpoints"))
+
+
+def test_checkpoint_of_another_shape_names_the_keys(finished_run):
+    cfg, workdir, _ = finished_run
+    cfg = tiny_config()
+    cfg.model.num_classes = 7
+    cfg.model.fc_units = 1024
+    with pytest.raises(CheckpointMismatchError, match="params/ersnet/fc6/kernel"):
+        training.train_and_evaluate(cfg, workdir)
+    cfg = tiny_config()
+    cfg.model.variant = "vgg"
+    with pytest.raises(ValueError, match="holds a 'manet' run"):
+        training.train_and_evaluate(cfg, workdir)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_each_stage_leaves_the_other_partition_bit_identical(stage):
+    cfg = tiny_config()
+    model = build_model(cfg.model)
+    tx = training.make_optimizer(cfg.train, stage)
+    state = training.init_state(model, 0, stage, tx)
+    part, frozen = ("rasnet", "ersnet") if stage == 1 else ("ersnet", "rasnet")
+    # Optimizer state exists for the trainable partition only.
+    opt_leaves = jax.tree.leaves(state["opt_state"])
+    assert sum(x.size for x in opt_leaves) == sum(x.size for x in jax.tree.leaves(state["params"][part]))
+    before = jax.device_get(state["params"])
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": rng.normal(0, 50, (4, 96, 96, 3)).astype(np.float32),
+        "masks": (rng.random((4, 8, 6, 6)) > 0.5).astype(np.float32),
+        "label": rng.integers(0, 7, 4).astype(np.int32),
+    }
+    step = jax.jit(training.make_train_step(model, stage, tx))
+    for _ in range(2):
+        state, metrics = step(state, batch)
+    after = jax.device_get(state["params"])
+    jax.tree.map(np.testing.assert_array_equal, before[frozen], after[frozen])
+    changed = jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.any(a != b)), before[part], after[part]))
+    assert all(changed), "every trainable leaf moves"
+    assert int(state["step"]) == 2
+
+
+def test_eight_devices_match_one_device():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "_multidevice_step.py")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    for stage in ("1", "2"):
+        r = report[stage]
+        assert r["devices"] == [1, 8]
+        assert r["loss_8"] == pytest.approx(r["loss_1"], rel=1e-5)
+        assert r["max_rel_param_diff"] < 1e-4
+
+
+def test_global_batch_must_divide_over_devices():
+    cfg = tiny_config(batch_size=8)
+    training.validate_config(cfg)
+    if jax.device_count() == 1:
+        cfg.train.batch_size = 0
+    with pytest.raises(ValueError, match="config.train.batch_size"):
+        training.validate_config(cfg)
+
+
+def test_nan_loss_fails_fast_and_keeps_the_last_checkpoint(tmp_path):
+    cfg = tiny_config(stage1_learning_rate=1e30, stage1_steps=6)
+    with pytest.raises(FloatingPointError, match=r"at step \d+ \(stage 1\)") as err:
+        training.train_and_evaluate(cfg, tmp_path)
+    failed_step = int(str(err.value).split("at step ")[1].split()[0])
+    with Checkpoints(tmp_path / "checkpoints", read_only=True) as ckpts:
+        steps = ckpts.all_steps()
+        assert all(s < failed_step for s in steps)
+        for s in steps:  # what was saved is finite
+            assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(ckpts.restore_params(s)))
+
+
+def _train_cmd(workdir):
+    return [sys.executable, "train.py", "--config=configs/synthetic.py", f"--workdir={workdir}",
+            "--config.model.input_size=96", "--config.model.width_multiplier=0.0625",
+            "--config.model.fc_units=512", "--config.data.num_train=40", "--config.data.num_test=16",
+            "--config.data.num_train_subjects=6", "--config.data.num_test_subjects=3",
+            "--config.train.batch_size=8", "--config.train.eval_batch_size=8",
+            "--config.train.stage1_steps=6", "--config.train.stage2_steps=6",
+            "--config.train.checkpoint_every=2", "--config.train.eval_every=6", "--config.train.log_every=1",
+            "--config.train.stage1_learning_rate=1e-4", "--config.train.stage2_learning_rate=1e-3",
+            "--config.train.progress_bar=False"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    proc = subprocess.Popen(_train_cmd(killed), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if any(p.name.isdigit() for p in (killed / "checkpoints").glob("*")):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    with Checkpoints(killed / "checkpoints", read_only=True) as ckpts:
+        saved = ckpts.latest_step()
+    assert saved is not None and saved < 12
+    resumed = subprocess.run(_train_cmd(killed), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from step {saved}" in resumed.stdout + resumed.stderr
+    records = read_metrics(killed)
+    assert [r["step"] for r in records if "loss" in r and r["step"] > saved] == list(range(saved + 1, 13))
+    full = subprocess.run(_train_cmd(whole), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-3000:]
+    a, b = restore_params(killed / "checkpoints"), restore_params(whole / "checkpoints")
+    jax.tree.map(np.testing.assert_array_equal, a, b)
