@@ -20,14 +20,16 @@ def get_config():
     config.data.num_test = 700
     config.data.num_train_subjects = 60
     config.data.num_test_subjects = 20
+    config.model.dropout_rate = 0.0
+    config.train.optimizer = "adam"
     config.train.batch_size = 32
     config.train.eval_batch_size = 100
     config.train.stage1_steps = 300
-    config.train.stage2_steps = 600
+    config.train.stage2_steps = 800
     config.train.stage1_learning_rate = 1e-3
-    config.train.stage2_learning_rate = 0.01
-    config.train.lr_decay_every = 400
-    config.train.eval_every = 150
+    config.train.stage2_learning_rate = 2e-4
+    config.train.lr_decay_every = 600
+    config.train.eval_every = 200
     config.train.log_every = 25
-    config.train.checkpoint_every = 150
+    config.train.checkpoint_every = 200
     return config

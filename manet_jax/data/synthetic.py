@@ -41,9 +41,10 @@ the image-left (17 outer), 22-26 brow on the image-right (26 outer), 27-30 nose 
 tip, 31-35 nostril base, 36-41 eye on the image-left (36 outer, 39 inner corner), 42-47 eye on
 the image-right (42 inner, 45 outer), 48-59 outer lip (48/54 corners, 51 top, 57 bottom),
 60-67 inner lip). They come from the very polygons that are drawn, after the pose transform.
-Points on drawn features: jaw (face outline), brows, eye contours, 30 (nose tip), lip contours.
-Points 27-29 (bridge midline) and 31-35 (nostril base) are anatomical estimates, within about
-a pixel of the drawn nose but not guaranteed to lie on PART_NOSE pixels.
+All points lie on drawn features (within a pixel): jaw on the face outline, brows on the brow
+bands, eye points on the lid contours, 30 on the nose tip, 31/35 on the alar wings, 32/34 on
+the nostrils, 33 on the columella, lip points on the lip contours. Only 27-29 (the bridge
+midline, where nothing is drawn) are anatomical estimates.
 
 Images are drawn at 2x and box-downsampled (antialiasing); the part map is drawn at 1x from
 the same polygons, so it agrees with the image and the landmarks to about one pixel.
@@ -167,37 +168,53 @@ def _mix(a, b, t):
 
 
 class _Canvas:
-    """Draws canonical-frame shapes on the 2x RGB image and (optionally) the 1x part map.
+    """Collects canonical-frame shapes, then draws them on the 2x RGB image and (optionally)
+    the 1x part map in one pass.
 
     Both use the same transformed polygons, so the image, the part map and the landmarks
-    agree. PIL treats integer coordinates as pixel centres, hence the -0.5 shifts.
+    agree. Pillow floors vertex coordinates and fills every pixel cell the shape touches, so
+    continuous coordinates are passed unchanged: that is unbiased (measured: the centroid of
+    a filled ellipse is within 0.01 px of the true one; with a -0.5 shift it is 0.5 px off).
+    Shapes are transformed all at once because per-shape numpy calls dominated the time.
     """
 
-    def __init__(self, image, size, matrix, offset, scale, parts):
-        self.size = size
-        self.ss = image.size[0] // size
-        self.draw = ImageDraw.Draw(image)
-        self.pdraw = ImageDraw.Draw(parts) if parts is not None else None
+    def __init__(self, size, ss, matrix, offset, scale):
+        self.ss = ss
         self.a = matrix * size  # canonical -> image pixels (continuous frame)
         self.b = np.asarray(offset, np.float64) * size
         self.px = scale * size  # pixels per canonical unit
+        self.ops = []
 
     def to_image(self, pts):
         return np.asarray(pts, np.float64) @ self.a.T + self.b
 
     def poly(self, pts, colour, part):
-        q = self.to_image(pts)
-        self.draw.polygon((q * self.ss - 0.5).ravel().tolist(), fill=colour)
-        if self.pdraw is not None and part is not None:
-            self.pdraw.polygon((q - 0.5).ravel().tolist(), fill=part)
+        self.ops.append((pts, colour, part, 0.0))
 
     def line(self, pts, colour, width, part):
-        q = self.to_image(pts)
-        w = width * self.px
-        self.draw.line((q * self.ss - 0.5).ravel().tolist(), fill=colour,
-                       width=max(1, int(round(w * self.ss))), joint='curve')
-        if self.pdraw is not None and part is not None:
-            self.pdraw.line((q - 0.5).ravel().tolist(), fill=part, width=max(1, int(round(w))))
+        self.ops.append((pts, colour, part, width * self.px))
+
+    def render(self, image, parts):
+        """Draw every collected shape, in order, on `image` (2x) and `parts` (1x or None)."""
+        q = self.to_image(np.concatenate([np.asarray(op[0], np.float64) for op in self.ops]))
+        ss = self.ss
+        big = (q * ss).ravel().tolist()
+        small = q.ravel().tolist() if parts is not None else None
+        draw = ImageDraw.Draw(image)
+        pdraw = ImageDraw.Draw(parts) if parts is not None else None
+        i = 0
+        for pts, colour, part, w in self.ops:
+            j = i + 2 * len(pts)
+            if w == 0.0:
+                draw.polygon(big[i:j], fill=colour)
+                if pdraw is not None:
+                    pdraw.polygon(small[i:j], fill=part)
+            else:
+                draw.line(big[i:j], fill=colour, width=max(1, int(w * ss + 0.5)), joint='curve')
+                if pdraw is not None:
+                    pdraw.line(small[i:j], fill=part, width=max(1, int(w + 0.5)))
+            i = j
+        self.ops = []
 
 
 def sample_identity(rng: np.random.Generator) -> dict:
@@ -307,8 +324,11 @@ def _brow(idn, e, side):
                          yi * (1 - tt) + yo * tt - arch * np.sin(np.pi * tt ** 0.8)], 1)
 
     c = centre(t)
-    th = idn['brow_thick'] * (1.0 - 0.5 * t ** 1.6) * (0.75 + 0.25 * np.sin(np.pi * np.minimum(t * 3, 1) / 2))
-    poly = np.concatenate([c - np.stack([0 * th, th / 2], 1), (c + np.stack([0 * th, th / 2], 1))[::-1]])
+    # thickest a third of the way out, tapering to half at the tail
+    th = idn['brow_thick'] * (1.0 - 0.5 * t ** 1.6)
+    th = th * (0.75 + 0.25 * np.sin(np.minimum(t * 3, 1) * np.pi / 2))
+    half = np.stack([np.zeros_like(th), th / 2], 1)
+    poly = np.concatenate([c - half, (c + half)[::-1]])
     lt = np.array([0.92, 0.71, 0.5, 0.29, 0.08])  # outer -> inner on the image-left
     lm = centre(lt if side == 'l' else lt[::-1])
     return poly, lm
@@ -317,6 +337,10 @@ def _brow(idn, e, side):
 def _lid_profiles(t):
     st = np.sin(np.pi * np.clip(t, 0.0, 1.0))
     return st ** 0.85, st
+
+
+_T13_LIDS = _lid_profiles(_T13)
+_TE15_UPPER = _lid_profiles(_TE15)[0]
 
 
 def _eye(idn, e, side):
@@ -339,7 +363,7 @@ def _eye(idn, e, side):
         return left + u[:, None] * ex + v[:, None] * ny
 
     t = _T13
-    fu, fl = _lid_profiles(t)
+    fu, fl = _T13_LIDS
     upper = local(t * length, -h_up * fu)
     lower = local(t * length, h_lo * fl)
     sclera = np.concatenate([upper, lower[::-1][1:-1]])
@@ -362,10 +386,10 @@ def _eye(idn, e, side):
     r = idn['iris_r']
     iris = clipped_disc(uc, 0.0, r)
     pupil = clipped_disc(uc, 0.0, 0.42 * r, 10)
-    glint = local(np.array([uc - 0.35 * r]), np.array([-0.35 * r]))[0]
-    glint_ok = -0.35 * r > -h_up * _lid_profiles(np.array([(uc - 0.35 * r) / length]))[0][0] + 0.004
-    te = _TE15
-    lid_line = local(te * length, -h_up * _lid_profiles(te)[0])
+    glint = left + (uc - 0.35 * r) * ex - 0.35 * r * ny
+    tg = min(max((uc - 0.35 * r) / length, 0.0), 1.0)
+    glint_ok = 0.35 * r + 0.004 < h_up * math.sin(math.pi * tg) ** 0.85
+    lid_line = local(_TE15 * length, -h_up * _TE15_UPPER)
     lower_line = local(t * length, h_lo * fl)
     crease = local(t[2:-2] * length, -(h_up + 0.012 + 0.004 * (1 - e['eye_up'])) * fu[2:-2] - 0.002)
     tl = np.array([1 / 3, 2 / 3])
@@ -385,7 +409,6 @@ def _mouth(idn, e):
     tu = idn['lip_up'] * max(e['lip_thick'], 0.25)
     tl = idn['lip_lo'] * max(e['lip_lo_thick'] + (e['lip_thick'] - 1.0), 0.3)
     gap = e['gap']
-    gu = gap * e['gap_up_frac'] + e['lip_raise']
     gl = gap * (1.0 - e['gap_up_frac'])
     pg = e['gap_pow']
     bow = idn['bow']
@@ -415,7 +438,8 @@ def _mouth(idn, e):
         if e['teeth'] > 0 and open_h.max() > 0.008:
             m = np.abs(u) < 0.85
             th = 0.022
-            bottom = np.minimum(y_ui + th, y_li - 0.002 if e['name'] != 'surprise' else y_ui + 0.014)
+            low = y_ui + 0.014 if e['name'] == 'surprise' else y_li - 0.002  # upper teeth only
+            bottom = np.minimum(y_ui + th, low)
             tx, top, bot = x[m], y_ui[m], np.maximum(bottom[m], y_ui[m])
             teeth = np.concatenate([np.stack([tx, top], 1), np.stack([tx, bot], 1)[::-1]])
     seam = np.stack([x, 0.5 * (y_ui + y_li)], 1)
@@ -442,9 +466,11 @@ def _nose(idn, e):
     lift = 0.008 * e['nose_wrinkle']
     base_y = tip[1] + 0.026 - lift
     bridge = np.stack([np.full(4, 0.5), _lin(ey - 0.005, tip[1], 4)], 1)
-    base = np.array([[0.5 - nw, base_y - 0.008], [0.5 - nw * 0.42, base_y - 0.004],
-                     [0.5, base_y - 0.004], [0.5 + nw * 0.42, base_y - 0.004],
-                     [0.5 + nw, base_y - 0.008]])
+    # 31/35 on the alar wing arcs (drawn in _draw_face), 32/34 nostrils, 33 columella
+    ax = nw * 0.78 + 0.022 * math.cos(0.9)
+    ay = base_y - 0.012 + 0.02 * math.sin(0.9)
+    base = np.array([[0.5 - ax, ay], [0.5 - nw * 0.42, base_y - 0.004],
+                     [0.5, base_y - 0.004], [0.5 + nw * 0.42, base_y - 0.004], [0.5 + ax, ay]])
     lm = np.concatenate([bridge, base])
     return dict(tip=tip, nw=nw, base_y=base_y, lm=lm)
 
@@ -489,10 +515,10 @@ def _draw_background(img, rng, size, ss, head_c, head_ax, angle):
         cx, cy = rng.uniform(0, big, 2)
         r = rng.uniform(0.03, 0.2) * big
         shape = rng.integers(3)
-        if shape == 0:
-            d.polygon(_ellipse(cx, cy, r, r * rng.uniform(0.3, 1), 20, rng.uniform(0, 3)).ravel().tolist(), fill=col)
-        elif shape == 1:
-            d.polygon(_ellipse(cx, cy, r, r * rng.uniform(0.3, 1), 4, rng.uniform(0, 3)).ravel().tolist(), fill=col)
+        if shape < 2:  # ellipse or rotated rectangle-ish quad
+            ry = r * rng.uniform(0.3, 1)
+            pts = _ellipse(cx, cy, r, ry, 20 if shape == 0 else 4, rng.uniform(0, 3))
+            d.polygon(pts.ravel().tolist(), fill=col)
         else:
             pts = rng.uniform(-r, r, (int(rng.integers(3, 6)), 2)) + (cx, cy)
             d.polygon(pts.ravel().tolist(), fill=col)
@@ -554,7 +580,8 @@ def _draw_face(cv, idn, e):
     er = idn['ear_r']
     for s in (-1.0, 1.0):
         ex = 0.5 + s * (a * 0.97)
-        cv.poly(_ellipse(ex, idn['eye_y'] + 0.06, er * 0.55, er * 1.2, 12), _rgb(skin * 0.9), PART_SKIN)
+        cv.poly(_ellipse(ex, idn['eye_y'] + 0.06, er * 0.55, er * 1.2, 12), _rgb(skin * 0.9),
+                PART_SKIN)
     # face
     cv.poly(_face_contour(idn, e), sk, PART_SKIN)
     # cheeks (AU6 raises them)
@@ -584,7 +611,8 @@ def _draw_face(cv, idn, e):
             yv = idn['eye_y'] + 0.03 + 0.028 * i
             hw = 0.028 + 0.006 * i
             xs = _lin(-hw, hw, 5)
-            cv.line(np.stack([0.5 + xs, yv - 0.01 * (1 - (xs / hw) ** 2)], 1), wr_col(k), _WRINKLE_W, PART_DETAIL)
+            pts = np.stack([0.5 + xs, yv - 0.01 * (1 - (xs / hw) ** 2)], 1)
+            cv.line(pts, wr_col(k), _WRINKLE_W, PART_DETAIL)
         for s in (-1.0, 1.0):
             x0 = 0.5 + s * (idn['eye_in'] - 0.005)
             cv.line([[x0, idn['eye_y'] + 0.035], [x0 + s * 0.01, idn['eye_y'] + 0.075]],
@@ -595,7 +623,8 @@ def _draw_face(cv, idn, e):
             x0 = 0.5 + s * (idn['nose_w'] + 0.012)
             x1 = 0.5 + s * (mouth_w + 0.028)
             y1 = idn['mouth_y'] + 0.02 - cu
-            pts = np.array([[x0, tip_y + 0.005], [0.5 * (x0 + x1) + s * 0.022, 0.5 * (tip_y + y1)], [x1, y1]])
+            mid = [0.5 * (x0 + x1) + s * 0.022, 0.5 * (tip_y + y1)]
+            pts = np.array([[x0, tip_y + 0.005], mid, [x1, y1]])
             cv.line(pts, wr_col(k), _WRINKLE_W, PART_DETAIL)
     if e['crows'] > 0:
         for s in (-1.0, 1.0):
@@ -614,7 +643,8 @@ def _draw_face(cv, idn, e):
     if e['chin_crease'] > 0:
         yv = idn['mouth_y'] + idn['lip_lo'] * e['lip_lo_thick'] + 0.04
         xs = _lin(-0.045, 0.045, 7)
-        cv.line(np.stack([0.5 + xs, yv - 0.012 * (1 - (xs / 0.045) ** 2)], 1), wr_col(k), _WRINKLE_W, PART_DETAIL)
+        pts = np.stack([0.5 + xs, yv - 0.012 * (1 - (xs / 0.045) ** 2)], 1)
+        cv.line(pts, wr_col(k), _WRINKLE_W, PART_DETAIL)
     # hair on top (after the forehead lines, so a fringe hides them)
     if style != 2:
         hl = idn['hairline'] + (0.07 if style == 3 else 0.0)
@@ -665,16 +695,18 @@ def _draw_face(cv, idn, e):
     for s in (-1.0, 1.0):
         cv.line([[0.5 + s * 0.028, idn['eye_y'] + 0.05], [0.5 + s * 0.034, tip[1] - 0.035],
                  [0.5 + s * nw * 0.72, tip[1] - 0.012]], side_col, 0.006, PART_NOSE)
-    cv.poly(_ellipse(tip[0], tip[1], 0.026, 0.019, 20), _rgb(_mix(skin * 1.07, idn['lip'], 0.1)), PART_NOSE)
+    tip_col = _rgb(_mix(skin * 1.07, idn['lip'], 0.1))
+    cv.poly(_ellipse(tip[0], tip[1], 0.026, 0.019, 20), tip_col, PART_NOSE)
     nostril = _rgb(_mix(skin * 0.35, (40, 20, 20), 0.5))
     for s in (-1.0, 1.0):
         wing = _ellipse(0.5 + s * nw * 0.78, by - 0.012, 0.022, 0.02, 20)
         wing = wing[(wing[:, 1] > by - 0.018) & (s * (wing[:, 0] - 0.5) > nw * 0.6)]
-        wing = wing[np.argsort(np.arctan2(wing[:, 1] - (by - 0.012), s * (wing[:, 0] - 0.5 - s * nw * 0.78)))]
+        angle = np.arctan2(wing[:, 1] - (by - 0.012), s * (wing[:, 0] - 0.5 - s * nw * 0.78))
+        wing = wing[np.argsort(angle)]
         if len(wing) > 1:
             cv.line(wing, _rgb(skin * 0.7), 0.006, PART_NOSE)
-        cv.poly(_ellipse(0.5 + s * nw * 0.42, by - 0.004, 0.015 * (1 + 0.2 * e['nostril_flare']), 0.0075, 12),
-                nostril, PART_NOSE)
+        rx = 0.015 * (1 + 0.2 * e['nostril_flare'])
+        cv.poly(_ellipse(0.5 + s * nw * 0.42, by - 0.004, rx, 0.0075, 12), nostril, PART_NOSE)
     cv.line([[0.5 - 0.015, by - 0.007], [0.5, by - 0.004], [0.5 + 0.015, by - 0.007]],
             _rgb(skin * 0.75), 0.005, PART_NOSE)  # columella, through landmark 33
     lm[27:36] = nz['lm']
@@ -721,7 +753,8 @@ def generate_face(rng: np.random.Generator, label: int, identity: dict, image_si
     offset = centre + shift - matrix @ centre
     ss = _SUPERSAMPLE
     img = Image.new('RGB', (size * ss, size * ss), (128, 128, 128))
-    head_ax = np.array([idn['face_a'] + 0.01, 0.5 * (idn['chin_y'] - idn['face_top'])]) * scale * size
+    head_ax = np.array([idn['face_a'] + 0.01, 0.5 * (idn['chin_y'] - idn['face_top'])])
+    head_ax = head_ax * scale * size
     head_c = (matrix @ np.array([0.5, 0.5 * (idn['chin_y'] + idn['face_top'])]) + offset) * size
     if nuisance:
         _draw_background(img, rng, size, ss, head_c, head_ax, angle)
@@ -729,8 +762,9 @@ def generate_face(rng: np.random.Generator, label: int, identity: dict, image_si
         ImageDraw.Draw(img).rectangle([0, 0, size * ss, size * ss], fill=(150, 160, 170))
     parts = Image.new('L', (size, size), 0) if return_parts else None
     idn['cloth'] = _rgb(rng.uniform(0, 255, 3))
-    cv = _Canvas(img, size, matrix, offset, scale, parts)
+    cv = _Canvas(size, ss, matrix, offset, scale)
     lm = _draw_face(cv, idn, e)
+    cv.render(img, parts)
     landmarks = (cv.to_image(lm)).astype(np.float32)
     small = img.reduce(ss) if ss > 1 else img
     if nuisance:
@@ -763,17 +797,18 @@ def generate_face(rng: np.random.Generator, label: int, identity: dict, image_si
 
 def identity_for(seed: int, subject_id: int) -> dict:
     """The fixed identity of subject `subject_id` in data sets made with `seed`."""
-    return sample_identity(np.random.default_rng(np.random.SeedSequence([int(seed), 1, int(subject_id)])))
+    seq = np.random.SeedSequence([int(seed), 1, int(subject_id)])
+    return sample_identity(np.random.default_rng(seq))
 
 
 def generate_split(num_examples: int, seed: int, image_size: int = 112, num_subjects: int = 40,
                    subject_id_offset: int = 0, return_parts: bool = False) -> dict[str, np.ndarray]:
     """A class-balanced set of synthetic faces; the same arguments give identical arrays.
 
-    Labels are i % 7 shuffled; examples are spread evenly over subjects
+    Labels are i % 7 shuffled; examples are spread evenly (and shuffled) over subjects
     subject_id_offset .. subject_id_offset + num_subjects - 1, each with a fixed identity
-    from (seed, subject id). Each example has its own child seed (seed, 2, i), so a split is
-    reproducible and its examples independent of the batching.
+    `identity_for(seed, subject_id)`. Example i draws from its own child seed (seed, 2, i), so
+    any example can be regenerated alone with `generate_face`.
     """
     n = int(num_examples)
     if n < 0:
@@ -781,13 +816,15 @@ def generate_split(num_examples: int, seed: int, image_size: int = 112, num_subj
     if int(num_subjects) < 1:
         raise ValueError(f'num_subjects must be >= 1, got {num_subjects}')
     if int(seed) < 0 or int(subject_id_offset) < 0:
-        raise ValueError(f'seed and subject_id_offset must be >= 0, got {seed}, {subject_id_offset}')
+        raise ValueError(f'seed and subject_id_offset must be >= 0, got {seed} and '
+                         f'{subject_id_offset}')
     size = int(image_size)
     if size < 32:
         raise ValueError(f'image_size must be >= 32, got {image_size}')
     order = np.random.default_rng(np.random.SeedSequence([int(seed), 0]))
     labels = order.permutation(np.arange(n) % NUM_CLASSES).astype(np.int32)
-    subjects = (order.permutation(np.arange(n) % int(num_subjects)) + int(subject_id_offset)).astype(np.int32)
+    subjects = order.permutation(np.arange(n) % int(num_subjects)) + int(subject_id_offset)
+    subjects = subjects.astype(np.int32)
     identities = {}
     images = np.empty((n, size, size, 3), np.uint8)
     landmarks = np.empty((n, NUM_LANDMARKS, 2), np.float32)
