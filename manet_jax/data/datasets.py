@@ -28,7 +28,7 @@ def _synthetic(config, root: Path, log) -> tuple[prepared.PreparedSplit, prepare
 
     d, size = config.data, config.model.input_size
     folder = root / (
-        f"synthetic-v1-s{size}-train{d.num_train}x{d.num_train_subjects}"
+        f"synthetic-v2-s{size}-train{d.num_train}x{d.num_train_subjects}"
         f"-test{d.num_test}x{d.num_test_subjects}-seed{d.seed}"
     )
     specs = {
