@@ -25,9 +25,9 @@ def get_config():
     config.train.batch_size = 32
     config.train.eval_batch_size = 100
     config.train.stage1_steps = 300
-    config.train.stage2_steps = 1300
+    config.train.stage2_steps = 1200
     config.train.stage1_learning_rate = 1e-3
-    config.train.stage2_learning_rate = 4e-4
+    config.train.stage2_learning_rate = 3e-4
     config.train.lr_decay_every = 1000
     config.train.eval_every = 400
     config.train.log_every = 25

@@ -58,6 +58,8 @@ Safety notes:
 
 from __future__ import annotations
 
+import os
+
 import dataclasses
 import json
 import logging
@@ -352,7 +354,7 @@ class Checkpoints:
             raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}.")
         if save_interval_steps is not None and int(save_interval_steps) < 1:
             raise ValueError(f"save_interval_steps must be >= 1, got {save_interval_steps!r}.")
-        self.directory = epath.Path(directory)
+        self.directory = epath.Path(os.path.abspath(os.fspath(directory)))  # orbax needs absolute paths
         self.max_to_keep = None if max_to_keep is None else int(max_to_keep)
         self.best_metric = best_metric
         self.best_mode = best_mode

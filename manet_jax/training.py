@@ -176,19 +176,14 @@ def init_state(model: MANet, seed: int, stage: int, tx: optax.GradientTransforma
 
 
 def abstract_state(model: MANet, stage: int, tx, sharding) -> Any:
-    """The state's shapes and dtypes for `stage`, placed by `sharding` (restore target)."""
-    shapes = jax.eval_shape(
-        lambda: {
-            "params": jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, model.input_size, model.input_size, 3)))["params"],
-        }
-    )
-    params = shapes["params"]
-    state = {
-        "params": params,
-        "opt_state": jax.eval_shape(tx.init, params[STAGE_PARTITION[stage]]),
-        "step": jax.ShapeDtypeStruct((), jnp.int32),
-        "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))),
-    }
+    """The state's shapes and dtypes for `stage`, placed by `sharding` (the restore target)."""
+    def init(key):
+        images = jnp.zeros((1, model.input_size, model.input_size, 3), jnp.float32)
+        params = model.init(key, images)["params"]
+        return {"params": params, "opt_state": tx.init(params[STAGE_PARTITION[stage]]),
+                "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(key)}
+
+    state = jax.eval_shape(init, jax.random.key(0))
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), state)
 
 
@@ -292,7 +287,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     Returns the final evaluation on the test split.
     """
-    workdir = Path(workdir)
+    workdir = Path(workdir).absolute()  # orbax wants absolute paths
     validate_config(config)
     main_process = jax.process_index() == 0
     workdir.mkdir(parents=True, exist_ok=True)

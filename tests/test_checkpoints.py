@@ -394,6 +394,15 @@ def test_restore_params_returns_saved_arrays(tmp_path):
         restore_params(tmp_path, step=7)
 
 
+def test_relative_directories_work(tmp_path, monkeypatch):
+    """`--workdir=runs/demo` is relative; orbax itself only accepts absolute paths."""
+    monkeypatch.chdir(tmp_path)
+    with Checkpoints("runs/demo/checkpoints") as ckpts:
+        ckpts.save(1, make_state(seed=4), META)
+    assert (tmp_path / "runs/demo/checkpoints/1").is_dir()
+    assert_bit_exact(restore_params("runs/demo/checkpoints"), make_params(seed=4))
+
+
 def test_constructor_validation(tmp_path):
     with pytest.raises(ValueError, match="max_to_keep"):
         Checkpoints(tmp_path, max_to_keep=0)
