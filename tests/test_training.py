@@ -188,3 +188,11 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
     assert full.returncode == 0, full.stderr[-3000:]
     a, b = restore_params(killed / "checkpoints"), restore_params(whole / "checkpoints")
     jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_unknown_config_key_is_refused_by_name(tmp_path):
+    out = subprocess.run([sys.executable, "train.py", "--config=configs/synthetic.py", f"--workdir={tmp_path}",
+                          "--config.train.stage3_steps=5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "stage3_steps" in out.stderr
+    assert not (tmp_path / "checkpoints").exists()
