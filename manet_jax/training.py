@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -198,6 +199,21 @@ class MetricsLog:
         self.path = workdir / "metrics.jsonl"
         self.writer = metric_writers.create_default_writer(str(workdir / "tensorboard"), just_logging=not enabled)
 
+    def truncate_after(self, step: int) -> None:
+        """Drop records past `step` (a resumed run repeats them) and any torn last line."""
+        if not (self.enabled and self.path.exists()):
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut short by a kill
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
+
     def write(self, step: int, record: dict) -> None:
         record = {"step": int(step), **{k: (float(v) if isinstance(v, (np.floating, np.integer, jax.Array, float)) else v) for k, v in record.items()}}
         scalars = {k: v for k, v in record.items() if isinstance(v, float)}
@@ -330,6 +346,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         stage = int(meta["stage"])
         state = ckpts.restore(latest, abstract_state=abstract_state(model, stage, optimizers[stage], replicated))
         progress_log(f"resumed from step {latest} (stage {stage}) in {ckpts.directory}")
+    metrics_log.truncate_after(latest or 0)
     final = {}
     progress = Progress(main_process and config.train.progress_bar, total_steps, latest or 0)
     try:
