@@ -40,7 +40,8 @@ def test_batches_hold_normalised_images_masks_and_labels(split):
     idx, _ = pipeline.sample_plan(len(split), 6, 0, 0)
     np.testing.assert_allclose(b["image"], preprocess.normalize(split.image[idx]), atol=1e-5)
     np.testing.assert_array_equal(b["label"], split.label[idx])
-    points = regions.ibug68_to_8(split.landmarks68[idx])
+    points = regions.ibug68_to_8(split.landmarks[idx])
+    np.testing.assert_array_equal(points, split.landmarks8[idx])
     np.testing.assert_array_equal(b["masks"], regions.region_masks(points, (96, 96), (6, 6)))
     assert b["image"].dtype == np.float32 and b["masks"].shape == (6, 8, 6, 6)
 
@@ -109,3 +110,38 @@ def test_prepared_splits_are_never_overwritten_and_incomplete_ones_are_named(spl
         prepared.read_split(tmp_path / "half")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         prepared.read_split(tmp_path / "nowhere")
+
+
+def test_prepared_split_keeps_optional_fields_and_reads_the_older_landmarks68_layout(split, arrays, tmp_path):
+    assert split.landmark_scheme == "ibug68" and split.landmarks.shape[1:] == (68, 2)
+    names = np.array([f"img_{i:03d}.png" for i in range(len(split))])
+    named = prepared.write_split(tmp_path / "named", {**arrays, "name": names}, {"class_names": ["a"]})
+    np.testing.assert_array_equal(named.name, names)
+    sub = named.subset([3, 1])
+    assert list(sub.name) == ["img_003.png", "img_001.png"]
+    np.testing.assert_array_equal(sub.landmarks8, split.landmarks8[[3, 1]])
+    # A folder written before landmarks8.npy existed still opens, with the 8 points derived.
+    old = tmp_path / "old"
+    old.mkdir()
+    for field in ("image", "label", "subject_id"):
+        np.save(old / f"{field}.npy", getattr(split, field))
+    np.save(old / "landmarks68.npy", split.landmarks)
+    (old / "info.json").write_text('{"class_names": ["a"]}')
+    v1 = prepared.read_split(old)
+    np.testing.assert_array_equal(v1.landmarks8, regions.ibug68_to_8(np.asarray(split.landmarks)))
+
+
+def test_fold_pools_both_splits_and_keeps_subjects_apart(split):
+    import dataclasses
+
+    from manet_jax.data import datasets, folds
+
+    split = dataclasses.replace(split, subject_id=(np.arange(len(split)) * 7) % 13)  # 13 subjects
+    half = len(split) // 2
+    train, test = split.subset(np.arange(half)), split.subset(np.arange(half, len(split)))
+    fold_train, fold_test = datasets.apply_fold(train, test, 3, log=lambda *_: None)
+    assert len(fold_train) + len(fold_test) == len(split)
+    assert not set(fold_train.subject_id) & set(fold_test.subject_id)
+    expected = folds.person_independent_folds(split.subject_id) == 3
+    np.testing.assert_array_equal(np.sort(fold_test.label), np.sort(split.label[expected]))
+    assert datasets.apply_fold(train, test, 0) == (train, test)

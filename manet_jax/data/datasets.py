@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from manet_jax.data import prepared
+import numpy as np
+
+from manet_jax.data import folds, prepared
 
 NAMES = ("synthetic",)
 
@@ -19,8 +21,21 @@ def load_splits(config, workdir, log=print) -> tuple[prepared.PreparedSplit, pre
     """(train, test) prepared splits for config.data, preparing them on first use."""
     name = config.data.name
     if name == "synthetic":
-        return _synthetic(config, data_root(config, workdir), log)
-    raise ValueError(f"config.data.name must be one of {NAMES}, got {name!r}")
+        train, test = _synthetic(config, data_root(config, workdir), log)
+    else:
+        raise ValueError(f"config.data.name must be one of {NAMES}, got {name!r}")
+    return apply_fold(train, test, config.data.fold, log)
+
+
+def apply_fold(train: prepared.PreparedSplit, test: prepared.PreparedSplit, fold: int, log=print):
+    """fold 0: the data set's own split; fold k: CK+-style person-independent fold k of all examples."""
+    if not fold:
+        return train, test
+    pooled = prepared.concatenate([train, test])
+    train_idx, test_idx = folds.fold_split(pooled.subject_id, fold)
+    log(f"person-independent fold {fold}/10: {len(train_idx)} training and {len(test_idx)} test examples "
+        f"({len(np.unique(pooled.subject_id[test_idx]))} test subjects)")
+    return pooled.subset(train_idx), pooled.subset(test_idx)
 
 
 def _synthetic(config, root: Path, log) -> tuple[prepared.PreparedSplit, prepared.PreparedSplit]:

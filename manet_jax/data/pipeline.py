@@ -70,7 +70,7 @@ def make_examples(
     order = np.argsort(indices)  # sorted reads are kinder to memory-mapped files
     images = np.empty((len(indices), *split.image.shape[1:]), np.uint8)
     images[order] = split.image[indices[order]]
-    points = regions.ibug68_to_8(np.asarray(split.landmarks68[indices], np.float32))
+    points = np.array(split.landmarks8[indices], np.float32)
     size = split.image_size
     if flips is not None and flips.any():
         images[flips] = images[flips][:, :, ::-1]

@@ -4,9 +4,12 @@ A prepared split is a folder of .npy files (memory-mapped at training time, so r
 access is cheap and resuming can replay the exact batch order):
 
     image.npy       (N, S, S, 3) uint8, aligned RGB crops
-    landmarks68.npy (N, 68, 2) float32, (x, y) in the crop frame ([0, S] x [0, S])
+    landmarks8.npy  (N, 8, 2) float32, the paper's 8 points, (x, y) in the crop frame [0, S]^2
     label.npy       (N,) int32, 0..C-1
-    subject_id.npy  (N,) int32
+    subject_id.npy  (N,) int32 (person-independent folds group by it)
+    landmarks.npy   optional (N, K, 2) float32: the source's own points (68 iBUG, RAF-DB's 5
+                    or 37), transformed into the crop frame; info['landmark_scheme'] names them
+    name.npy        optional (N,) str: where each example came from (relative source path)
     info.json       class names, image size, provenance; written last
 
 A split is written into a temporary sibling folder and renamed into place at the end, so an
@@ -20,12 +23,15 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-FIELDS = {"image": np.uint8, "landmarks68": np.float32, "label": np.int32, "subject_id": np.int32}
+from manet_jax import regions
+
+FIELDS = {"image": np.uint8, "landmarks8": np.float32, "label": np.int32, "subject_id": np.int32}
+OPTIONAL_FIELDS = {"landmarks": np.float32, "name": np.str_}
 INFO_FILE = "info.json"
 
 
@@ -35,10 +41,12 @@ class PreparedSplit:
 
     path: Path
     image: np.ndarray
-    landmarks68: np.ndarray
+    landmarks8: np.ndarray
     label: np.ndarray
     subject_id: np.ndarray
     info: dict
+    landmarks: np.ndarray | None = None
+    name: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -51,13 +59,32 @@ class PreparedSplit:
     def image_size(self) -> int:
         return int(self.image.shape[1])
 
+    @property
+    def landmark_scheme(self) -> str | None:
+        return self.info.get("landmark_scheme")
+
     def subset(self, indices) -> "PreparedSplit":
         """Examples at `indices` (e.g. one cross-validation fold), loaded into memory."""
         indices = np.asarray(indices)
-        return PreparedSplit(
-            self.path, self.image[indices], self.landmarks68[indices], self.label[indices],
-            self.subject_id[indices], self.info,
-        )
+        pick = lambda a: None if a is None else np.asarray(a[indices])  # noqa: E731
+        return replace(self, image=pick(self.image), landmarks8=pick(self.landmarks8), label=pick(self.label),
+                       subject_id=pick(self.subject_id), landmarks=pick(self.landmarks), name=pick(self.name))
+
+
+def concatenate(splits: list[PreparedSplit]) -> PreparedSplit:
+    """All examples of `splits` in one split (in memory); they must share classes and image size."""
+    first = splits[0]
+    for s in splits[1:]:
+        if s.class_names != first.class_names or s.image_size != first.image_size:
+            raise ValueError(f"cannot pool {s.path} with {first.path}: classes or image size differ")
+
+    def cat(field):
+        parts = [getattr(s, field) for s in splits]
+        if any(p is None for p in parts) or len({p.shape[1:] for p in parts}) > 1:
+            return None  # optional field not shared by all
+        return np.concatenate(parts)
+
+    return replace(first, **{f: cat(f) for f in (*FIELDS, *OPTIONAL_FIELDS)})
 
 
 def is_prepared(path) -> bool:
@@ -65,27 +92,42 @@ def is_prepared(path) -> bool:
 
 
 def write_split(path, arrays: dict[str, np.ndarray], info: dict) -> PreparedSplit:
-    """Atomically write a split; refuses to replace an existing one."""
+    """Atomically write a split; refuses to replace an existing one.
+
+    `arrays` holds FIELDS (and optionally OPTIONAL_FIELDS); `landmarks68` may stand in for
+    `landmarks8` + `landmarks` (the 8 points are then derived from the 68).
+    """
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} already exists; prepared data is never overwritten (delete it to rebuild)")
-    n = len(arrays["label"])
-    for name, dtype in FIELDS.items():
+    arrays = dict(arrays)
+    if "landmarks68" in arrays:
+        lm68 = np.asarray(arrays.pop("landmarks68"), np.float32)
+        arrays.setdefault("landmarks", lm68)
+        arrays.setdefault("landmarks8", regions.ibug68_to_8(lm68))
+        info = {"landmark_scheme": "ibug68", **info}
+    n = len(arrays.get("label", ()))
+    for name in (*FIELDS, *OPTIONAL_FIELDS):
         if name not in arrays:
-            raise ValueError(f"prepared split {path} needs the array {name!r}")
+            if name in FIELDS:
+                raise ValueError(f"prepared split {path} needs the array {name!r}")
+            continue
         if len(arrays[name]) != n:
             raise ValueError(f"array {name!r} has {len(arrays[name])} entries, 'label' has {n}")
     image = arrays["image"]
     if image.ndim != 4 or image.shape[1] != image.shape[2] or image.shape[3] != 3:
         raise ValueError(f"'image' must be (N, S, S, 3) uint8, got {image.shape}")
-    if arrays["landmarks68"].shape[1:] != (68, 2):
-        raise ValueError(f"'landmarks68' must be (N, 68, 2), got {arrays['landmarks68'].shape}")
+    if arrays["landmarks8"].shape[1:] != (8, 2):
+        raise ValueError(f"'landmarks8' must be (N, 8, 2), got {arrays['landmarks8'].shape}")
+    if "landmarks" in arrays and (arrays["landmarks"].ndim != 3 or arrays["landmarks"].shape[2] != 2):
+        raise ValueError(f"'landmarks' must be (N, K, 2), got {arrays['landmarks'].shape}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        for name, dtype in FIELDS.items():
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(arrays[name], dtype=dtype))
+        for name, dtype in {**FIELDS, **OPTIONAL_FIELDS}.items():
+            if name in arrays:
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(np.asarray(arrays[name]).astype(dtype)))
         full_info = {"num_examples": n, "image_size": int(image.shape[1]), **info}
         (tmp / INFO_FILE).write_text(json.dumps(full_info, indent=2))
         os.replace(tmp, path)
@@ -104,13 +146,17 @@ def read_split(path, mmap: bool = True) -> PreparedSplit:
     if not info_path.is_file():
         raise FileNotFoundError(f"{path} is not a complete prepared split: {INFO_FILE} is missing")
     info = json.loads(info_path.read_text())
+    if not (path / "landmarks8.npy").is_file() and (path / "landmarks68.npy").is_file():
+        return _read_v1(path, info, mmap)
     arrays = {}
-    for name, dtype in FIELDS.items():
+    for name, dtype in {**FIELDS, **OPTIONAL_FIELDS}.items():
         file = path / f"{name}.npy"
         if not file.is_file():
+            if name in OPTIONAL_FIELDS:
+                continue
             raise FileNotFoundError(f"prepared split {path} lacks {file.name}")
         arr = np.load(file, mmap_mode="r" if mmap else None)
-        if arr.dtype != dtype:
+        if arr.dtype.type != np.dtype(dtype).type:
             raise ValueError(f"{file} holds {arr.dtype}, expected {np.dtype(dtype)}")
         arrays[name] = arr
     n = len(arrays["label"])
@@ -118,3 +164,14 @@ def read_split(path, mmap: bool = True) -> PreparedSplit:
         if len(arr) != n:
             raise ValueError(f"{path / (name + '.npy')} has {len(arr)} entries, label.npy has {n}")
     return PreparedSplit(path, info=info, **arrays)
+
+
+def _read_v1(path: Path, info: dict, mmap: bool) -> PreparedSplit:
+    """Folders written before landmarks8.npy existed (landmarks68.npy only)."""
+    mode = "r" if mmap else None
+    lm68 = np.load(path / "landmarks68.npy", mmap_mode=mode)
+    return PreparedSplit(
+        path, image=np.load(path / "image.npy", mmap_mode=mode), landmarks8=regions.ibug68_to_8(np.asarray(lm68)),
+        label=np.load(path / "label.npy", mmap_mode=mode), subject_id=np.load(path / "subject_id.npy", mmap_mode=mode),
+        info={"landmark_scheme": "ibug68", **info}, landmarks=lm68,
+    )
