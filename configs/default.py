@@ -37,7 +37,18 @@ def get_config():
 
     config.data = data = ml_collections.ConfigDict()
     data.name = "synthetic"
-    data.data_dir = ""  # where prepared data is cached ('' -> <workdir>/data)
+    data.data_dir = ""  # your data folder (ckplus, rafdb, folder); unused by synthetic
+    data.cache_dir = ""  # where prepared (aligned) data is cached ('' -> <workdir>/data)
+    # Alignment (data/align.py): where the template's landmark box sits in the crop, the
+    # transform fitted ('similarity' | 'affine') and on which points ('rigid' eyes+nose | 'all').
+    data.face_box = (0.2, 0.3, 0.8, 0.9)
+    data.align_transform = "similarity"
+    data.align_points = "rigid"
+    data.class_names = ()  # folder: label order; () = sorted class folder names
+    data.subject_regex = r"^(S\d+)_"  # folder: subject id from the file name ('' = one per image)
+    data.raf_source = "original"  # rafdb: 'original' (align with 5 manual points) | 'aligned' (authors' crops)
+    data.raf_landmarks = "manual5"  # rafdb: 'manual5' | 'auto37' (also store the 37 automatic points)
+    data.raf37_to_8 = ()  # rafdb auto37: indices of the paper's 8 points among the 37 (order: see README)
     data.num_train = 3500
     data.num_test = 700
     data.num_train_subjects = 60

@@ -1,37 +1,60 @@
-"""Data sets by name: prepare once (cached on disk), then open the train and test splits."""
+"""Data sets by name: prepare once (cached on disk), then open the train and test splits.
+
+    config.data.name  source (config.data.data_dir)                    splits
+    synthetic         none: drawn on first use                         own train/test
+    ckplus            unpacked CK+ (cohn-kanade-images/, Emotion/, ...) fold 1..10 only
+    rafdb             RAF-DB basic/ folder                             published train/test
+    folder            <root>/<class>/<image> or <root>/train|test/...   given, or fold 1..10
+
+Prepared arrays live under config.data.cache_dir (default <workdir>/data). CK+ and RAF-DB go
+through their TFDS builders first (data/tfds_builders.py), then into memory-mappable arrays.
+`config.data.fold` k > 0 pools all examples and takes the CK+-style person-independent fold
+k as the test set (data/folds.py).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from manet_jax.data import folds, prepared
+from manet_jax.data import align, folds, prepared
 
-NAMES = ("synthetic",)
+NAMES = ("synthetic", "ckplus", "rafdb", "folder")
 
 
-def data_root(config, workdir) -> Path:
-    """config.data.data_dir, or <workdir>/data when it is empty."""
-    return Path(config.data.data_dir) if config.data.data_dir else Path(workdir) / "data"
+def cache_root(config, workdir) -> Path:
+    """config.data.cache_dir, or <workdir>/data when it is empty."""
+    return Path(config.data.cache_dir).expanduser() if config.data.cache_dir else Path(workdir) / "data"
 
 
 def load_splits(config, workdir, log=print) -> tuple[prepared.PreparedSplit, prepared.PreparedSplit]:
     """(train, test) prepared splits for config.data, preparing them on first use."""
     name = config.data.name
+    root = cache_root(config, workdir)
     if name == "synthetic":
-        train, test = _synthetic(config, data_root(config, workdir), log)
+        train, test = _synthetic(config, root, log)
+    elif name in ("ckplus", "rafdb"):
+        train, test = _tfds(config, root, log)
+    elif name == "folder":
+        train, test = _folder(config, root, log)
     else:
         raise ValueError(f"config.data.name must be one of {NAMES}, got {name!r}")
-    return apply_fold(train, test, config.data.fold, log)
+    return apply_fold(train, test, config.data.fold, log, name)
 
 
-def apply_fold(train: prepared.PreparedSplit, test: prepared.PreparedSplit, fold: int, log=print):
+def apply_fold(train: prepared.PreparedSplit, test: prepared.PreparedSplit | None, fold: int, log=print,
+               name: str = "data set"):
     """fold 0: the data set's own split; fold k: CK+-style person-independent fold k of all examples."""
     if not fold:
+        if test is None:
+            raise ValueError(f"{name} has no official test split: set config.data.fold to 1..10 "
+                             f"(person-independent 10-fold cross-validation)")
         return train, test
-    pooled = prepared.concatenate([train, test])
+    pooled = train if test is None else prepared.concatenate([train, test])
     train_idx, test_idx = folds.fold_split(pooled.subject_id, fold)
     log(f"person-independent fold {fold}/10: {len(train_idx)} training and {len(test_idx)} test examples "
         f"({len(np.unique(pooled.subject_id[test_idx]))} test subjects)")
@@ -63,3 +86,105 @@ def _synthetic(config, root: Path, log) -> tuple[prepared.PreparedSplit, prepare
                 f"{time.time() - start:.1f}s -> {path}")
         splits.append(prepared.read_split(path))
     return splits[0], splits[1]
+
+
+def _source_dir(config) -> Path:
+    if not config.data.data_dir:
+        raise ValueError(f"config.data.data_dir must name your {config.data.name} folder (it is empty)")
+    return Path(config.data.data_dir).expanduser().absolute()
+
+
+def _tfds(config, root: Path, log):
+    """CK+ / RAF-DB: TFDS builder (validated layout first) -> prepared arrays, each once."""
+    from manet_jax.data import ckplus, rafdb
+
+    source = _source_dir(config)
+    d = config.data
+    spec = align.AlignSpec.from_config(d, config.model.input_size)
+    if d.name == "ckplus":
+        ckplus.find_layout(source)  # a clear error before TFDS gets involved
+        split_names, raf = ("train",), {}
+    else:
+        rafdb.find_root(source)
+        split_names = ("train", "test")
+        raf = dict(raf_source=d.raf_source, raf_landmarks=d.raf_landmarks, raf37_to_8=tuple(int(i) for i in d.raf37_to_8))
+        if raf["raf37_to_8"] and len(raf["raf37_to_8"]) != 8:
+            raise ValueError(f"config.data.raf37_to_8 must hold 8 indices, got {raf['raf37_to_8']}")
+    from manet_jax.data import tfds_builders
+
+    builder_cls = tfds_builders.CkPlusAligned if d.name == "ckplus" else tfds_builders.RafDbAligned
+    bconfig = tfds_builders.make_config(spec, **raf)
+    folder = root / "prepared" / builder_cls.name / bconfig.name / str(builder_cls.VERSION)
+    paths = {s: folder / s for s in split_names}
+    if not all(prepared.is_prepared(p) for p in paths.values()):
+        import tensorflow_datasets as tfds
+
+        from manet_jax.data.pipeline import _tf
+
+        _tf()  # hide accelerators from TensorFlow before TFDS touches it
+        builder = builder_cls(config=bconfig, data_dir=str(root / "tfds"))
+        start = time.time()
+        log(f"preparing {d.name} from {source} (aligning to {spec.size}x{spec.size}; once) ...")
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=str(source), try_download_gcs=False))
+        scheme = tfds_builders.landmark_scheme(builder)
+        for split, path in paths.items():
+            if prepared.is_prepared(path):
+                continue
+            n = builder.info.splits[split].num_examples
+            num_landmarks = builder.info.features["landmarks"].shape[0]
+            info = {"class_names": list(builder.info.features["label"].names), "source": d.name,
+                    "source_dir": str(source), "landmark_scheme": scheme, "tfds": f"{builder.name}/{bconfig.name}",
+                    "align": spec.describe(), "split": split}
+            with prepared.SplitWriter(path, n, spec.size, num_landmarks, info) as writer:
+                for i, ex in enumerate(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))):
+                    ex["name"] = ex["name"].decode() if isinstance(ex["name"], bytes) else ex["name"]
+                    writer.set(i, ex)
+                writer.commit()
+        log(f"prepared {d.name} in {time.time() - start:.1f}s -> {folder}")
+    splits = {s: prepared.read_split(p) for s, p in paths.items()}
+    recorded = splits[split_names[0]].info.get("source_dir")
+    if recorded and recorded != str(source):
+        log(f"note: {folder} was prepared from {recorded}, not {source}; delete it to re-prepare")
+    return splits["train"], splits.get("test")
+
+
+def _folder(config, root: Path, log):
+    """Class-per-folder images -> prepared arrays (cached per folder content and settings)."""
+    from manet_jax.data import image_folder
+
+    source = _source_dir(config)
+    d = config.data
+    spec = align.AlignSpec.from_config(d, config.model.input_size)
+    split_dirs = image_folder.splits_of(source)
+    first = next(iter(split_dirs.values()))
+    class_names = image_folder.class_folders(first, tuple(d.class_names))
+    for folder in split_dirs.values():
+        image_folder.class_folders(folder, class_names)  # every split has the same classes
+    recs = {s: image_folder.records(f, class_names, d.subject_regex) for s, f in split_dirs.items()}
+    all_subjects = [r.subject for rs in recs.values() for r in rs]
+    ids = image_folder.subject_ids(all_subjects)
+    digest = hashlib.sha1(json.dumps({
+        "source": str(source), "classes": class_names, "regex": d.subject_regex, "align": spec.describe(),
+        "files": [(r.name, r.image.stat().st_size, r.image.stat().st_mtime_ns) for rs in recs.values() for r in rs],
+    }, sort_keys=True).encode()).hexdigest()[:12]
+    cache = root / "prepared" / "folder" / f"{source.name}-{digest}"
+    out, offset = {}, 0
+    for split, rs in recs.items():
+        path = cache / split
+        split_ids = ids[offset:offset + len(rs)]
+        offset += len(rs)
+        if not prepared.is_prepared(path):
+            start = time.time()
+            info = {"class_names": list(class_names), "source": "folder", "source_dir": str(source),
+                    "landmark_scheme": "template", "align": spec.describe(), "subject_regex": d.subject_regex}
+            name_length = max(len(r.name) for r in rs) + 1
+            with prepared.SplitWriter(path, len(rs), spec.size, 68, info, name_length=name_length) as writer:
+                for i, (record, sid) in enumerate(zip(rs, split_ids)):
+                    writer.set(i, image_folder.load_example(record, int(sid), spec))
+                writer.commit()
+            log(f"prepared {len(rs)} images of {source} ({split}) in {time.time() - start:.1f}s -> {path}")
+        out[split] = prepared.read_split(path)
+    if "all" in out:
+        return out["all"], None
+    return out["train"], out["test"]

@@ -137,6 +137,64 @@ def write_split(path, arrays: dict[str, np.ndarray], info: dict) -> PreparedSpli
     return read_split(path)
 
 
+class SplitWriter:
+    """Streams `num_examples` examples into a new split (memory-mapped), committed atomically.
+
+    For data sets too big to hold in memory twice: examples are written one by one into
+    .npy files in a temporary sibling folder that is renamed into place by `commit()`.
+    Use as a context manager: leaving it by an exception removes the temporary folder.
+    """
+
+    def __init__(self, path, num_examples: int, image_size: int, num_landmarks: int | None, info: dict,
+                 name_length: int = 128):
+        self.path = Path(path)
+        if self.path.exists():
+            raise FileExistsError(f"{self.path} already exists; prepared data is never overwritten (delete it to rebuild)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.tmp.mkdir()
+        self.info, self.n = dict(info), num_examples
+        shapes = {"image": (num_examples, image_size, image_size, 3), "landmarks8": (num_examples, 8, 2),
+                  "label": (num_examples,), "subject_id": (num_examples,)}
+        dtypes = dict(FIELDS)
+        if num_landmarks:
+            shapes["landmarks"], dtypes["landmarks"] = (num_examples, num_landmarks, 2), np.float32
+        shapes["name"], dtypes["name"] = (num_examples,), np.dtype(f"<U{name_length}")
+        self.arrays = {k: np.lib.format.open_memmap(self.tmp / f"{k}.npy", mode="w+", dtype=dtypes[k], shape=shapes[k])
+                       for k in shapes}
+        self.written = np.zeros(num_examples, bool)
+
+    def set(self, index: int, example: dict) -> None:
+        for key, arr in self.arrays.items():
+            if key not in example:
+                raise ValueError(f"example {index} for {self.path} lacks {key!r}")
+            arr[index] = example[key]
+        self.written[index] = True
+
+    def commit(self) -> PreparedSplit:
+        if not self.written.all():
+            raise RuntimeError(f"{self.path}: {int((~self.written).sum())} of {self.n} examples were never written")
+        for arr in self.arrays.values():
+            arr.flush()
+        self.arrays = {}
+        full_info = {"num_examples": self.n, "image_size": None, **self.info}
+        full_info["image_size"] = int(np.load(self.tmp / "image.npy", mmap_mode="r").shape[1])
+        (self.tmp / INFO_FILE).write_text(json.dumps(full_info, indent=2))
+        os.replace(self.tmp, self.path)
+        return read_split(self.path)
+
+    def abort(self) -> None:
+        self.arrays = {}
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> "SplitWriter":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is not None or self.tmp.exists():
+            self.abort()
+
+
 def read_split(path, mmap: bool = True) -> PreparedSplit:
     """Open a prepared split; names the missing file when it is incomplete."""
     path = Path(path)

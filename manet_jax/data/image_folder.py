@@ -1,0 +1,113 @@
+"""Already-cropped faces in class folders, without landmark files.
+
+    <root>/<class_name>/<image>               one pool (use config.data.fold 1..10), or
+    <root>/train/<class_name>/<image> and <root>/test/<class_name>/<image>   given splits
+
+Images of any size, grey or colour, are centre-cropped to a square and resized; every image
+gets the template's landmarks (the faces are assumed roughly aligned, so the RASnet target
+masks sit where the template puts the eyes, nose and mouth). A regular expression on the file
+name gives the subject id, so person-independent folds work here too; its default matches
+CK+-style names (`S005_001_00000011.png` -> subject S005). Set config.data.subject_regex=''
+to make every image its own subject.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from manet_jax.data import align
+from manet_jax.data.ckplus import LayoutError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp", ".gif")
+DEFAULT_SUBJECT_REGEX = r"^(S\d+)_"
+
+
+@dataclass(frozen=True)
+class Record:
+    image: Path
+    label: int
+    subject: str
+    name: str
+
+
+def _natural_key(text: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def class_folders(folder: Path, class_names=()) -> list[str]:
+    """The class names: `class_names` when given (their order = label order), else sorted folders."""
+    present = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_names:
+        if not present:
+            raise LayoutError(f"{folder} has no class folders; expected <root>/<class_name>/<image>")
+        return present
+    missing = [c for c in class_names if c not in present]
+    extra = [c for c in present if c not in class_names]
+    if missing or extra:
+        raise LayoutError(f"{folder}: config.data.class_names={list(class_names)} but the class folders are "
+                          f"{present} (missing {missing}, unexpected {extra})")
+    return list(class_names)
+
+
+def splits_of(root) -> dict[str, Path]:
+    """{'train': root/train, 'test': root/test} when both exist, else {'all': root}."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise LayoutError(f"image folder {root} does not exist (config.data.data_dir); expected "
+                          f"<root>/<class_name>/<image> or <root>/train|test/<class_name>/<image>")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return {"train": root / "train", "test": root / "test"}
+    return {"all": root}
+
+
+def records(folder, class_names, subject_regex: str = DEFAULT_SUBJECT_REGEX) -> list[Record]:
+    """Every image under folder/<class>/, with its label and subject."""
+    folder = Path(folder)
+    pattern = re.compile(subject_regex) if subject_regex else None
+    out = []
+    for label, name in enumerate(class_names):
+        files = sorted((p for p in (folder / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                        and not p.name.startswith(".")), key=lambda p: _natural_key(str(p)))
+        for path in files:
+            rel = str(path.relative_to(folder))
+            if pattern is None:
+                subject = rel
+            else:
+                m = pattern.search(path.name)
+                if not m:
+                    raise ValueError(
+                        f"{path}: file name does not match config.data.subject_regex={subject_regex!r}, so its "
+                        f"subject is unknown; fix the regex or set config.data.subject_regex='' (every image its "
+                        f"own subject)")
+                subject = m.group(1) if m.groups() else m.group(0)
+            out.append(Record(path, label, subject, rel))
+    if not out:
+        raise LayoutError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}/<class_name>/")
+    return out
+
+
+def subject_ids(subjects) -> np.ndarray:
+    """Integer ids in the subjects' natural order ('S005' -> 5 when the numbers are unique)."""
+    unique = sorted(set(subjects), key=_natural_key)
+    numbers = [re.fullmatch(r"[^\d]*(\d+)", s) for s in unique]
+    if all(numbers) and len({int(m.group(1)) for m in numbers}) == len(unique):
+        mapping = {s: int(m.group(1)) for s, m in zip(unique, numbers)}
+    else:
+        mapping = {s: i for i, s in enumerate(unique)}
+    return np.asarray([mapping[s] for s in subjects], np.int32)
+
+
+def load_example(record: Record, subject_id: int, spec: align.AlignSpec) -> dict:
+    image = align.center_square(align.load_image(record.image), spec.size)
+    return {
+        "image": image,
+        "landmarks8": align.template_8(spec.size, spec.face_box).astype(np.float32),
+        "landmarks": align.template_68(spec.size, spec.face_box).astype(np.float32),
+        "label": record.label,
+        "subject_id": subject_id,
+        "name": record.name,
+    }
