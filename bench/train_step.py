@@ -26,6 +26,7 @@ from manet_jax.models import build_model  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic.py", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 20, "timed steps per stage")
+_PIPELINE = flags.DEFINE_bool("pipeline", True, "also time the tf.data input pipeline (needs TensorFlow)")
 
 
 def main(_):
@@ -56,6 +57,8 @@ def main(_):
                           "batch": b, "dtype": cfg.model.dtype, "device": str(jax.devices()[0].device_kind),
                           "first_step_s": round(compile_s, 2), "steps_per_s": round(1 / dt, 3),
                           "images_per_s": round(b / dt, 1)}), flush=True)
+    if not _PIPELINE.value:
+        return
     # Input pipeline alone.
     import tempfile
 

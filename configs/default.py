@@ -34,6 +34,13 @@ def get_config():
     # (width, height) fractions of the image per region, in REGION_NAMES order (Table 2 as read
     # with Eq. 4: eyes+brows 0.72W wide x 0.36H tall, mouth+nose 0.54W x 0.36H).
     model.region_sizes = tuple(tuple(s) for s in DEFAULT_REGION_SIZES)
+    # Pretrained VGG16 weights for ERSnet (docs/pretrained.md); '' = train from scratch.
+    # The paper loads VGG-Face into the five conv blocks: path=<vgg_face_dag.pth>, layers='conv'.
+    model.init_from = ml_collections.ConfigDict()
+    model.init_from.path = ""
+    model.init_from.format = "auto"  # 'auto' | 'pytorch' | 'matconvnet' | 'keras_vggface' | 'keras_imagenet'
+    model.init_from.layers = "conv"  # 'conv' (the paper's) | 'all' (+ fc6, fc7, fc8 if shapes match) | 'conv1_1,...'
+    model.init_from.strict = True  # a missing or mis-shaped requested layer is an error
 
     config.data = data = ml_collections.ConfigDict()
     data.name = "synthetic"

@@ -176,6 +176,14 @@ def init_state(model: MANet, seed: int, stage: int, tx: optax.GradientTransforma
     }
 
 
+def initial_params(model: MANet, config, log=print):
+    """Fresh parameters (as init_state draws them), with config.model.init_from loaded on top."""
+    from manet_jax.pretrained import init_from_config
+
+    params = init_variables(model, jax.random.fold_in(jax.random.key(config.seed), 0))["params"]
+    return init_from_config(params, config.model.get("init_from"), log=log)
+
+
 def abstract_state(model: MANet, stage: int, tx, sharding) -> Any:
     """The state's shapes and dtypes for `stage`, placed by `sharding` (the restore target)."""
     def init(key):
@@ -354,7 +362,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             if stage_now < stage:
                 continue
             if state is None or stage_now != stage:
-                params = None if state is None else state["params"]
+                if state is None:  # a fresh run; a resumed one keeps its checkpoint's params
+                    params = initial_params(model, config, log=progress_log)
+                else:
+                    params = state["params"]
                 state = init_state(model, config.seed, stage_now, optimizers[stage_now], params)
                 state = jax.device_put(state, replicated)
                 state["step"] = jax.device_put(jnp.asarray(start, jnp.int32), replicated)

@@ -9,7 +9,7 @@ template, so ours is documented here and in the README's fidelity table:
   side, y: brow top to chin) and placed in the crop at ``face_box`` = (left, top, right,
   bottom) fractions, by default (0.2, 0.3, 0.8, 0.9): the landmarks span the middle 60% of
   the width and 0.3..0.9 of the height, leaving the forehead in view. At 224 px the eye
-  centres land at y ~ 0.40 * 224 and are ~0.28 * 224 apart, about where the built-in
+  centres land at y ~ 0.40 * 224 and are ~0.26 * 224 apart, about where the built-in
   synthetic faces have them, so region sizes (Table 2) mean the same thing on both.
 * **Transform**: a least-squares similarity (rotation, uniform scale, translation; no shear,
   so expressions keep their geometry) by default, or a full affine, fitted on the *rigid*
