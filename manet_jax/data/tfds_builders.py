@@ -11,7 +11,6 @@ a different, separately cached data set. Usable on their own:
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir='/data/CK+'))
     ds = builder.as_dataset(split='train')
 
-or from the command line: `tfds build manet_jax/data/tfds_builders.py --manual_dir=/data/CK+`.
 Training (train.py) converts them once more into memory-mappable arrays (data/prepared.py).
 """
 
