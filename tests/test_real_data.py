@@ -99,6 +99,17 @@ def test_ckplus_prepares_aligned_folds_that_keep_subjects_apart(ck_tree, tmp_pat
         datasets.load_splits(cfg, tmp_path, log=_quiet)
 
 
+def test_builders_take_the_default_paper_setting_and_custom_ones(tmp_path):
+    from manet_jax.data import tfds_builders
+
+    for cls, raf in ((tfds_builders.CkPlusAligned, {}),
+                     (tfds_builders.RafDbAligned, dict(raf_source="original", raf_landmarks="manual5"))):
+        default = tfds_builders.make_builder(cls, align.AlignSpec(), tmp_path, **raf)
+        assert default.builder_config is cls.BUILDER_CONFIGS[0] and default.builder_config.size == 224
+        custom = tfds_builders.make_builder(cls, align.AlignSpec(112, transform="affine"), tmp_path, **raf)
+        assert custom.builder_config.size == 112 and custom.builder_config.name != default.builder_config.name
+
+
 def test_fold_sizes_of_the_ck_fixture_cover_every_example_once(ck_tree, tmp_path):
     root, truth = ck_tree
     subject_ids = np.array([e[2] for e in truth["records"]])

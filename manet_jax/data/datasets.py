@@ -122,7 +122,7 @@ def _tfds(config, root: Path, log):
         from manet_jax.data.pipeline import _tf
 
         _tf()  # hide accelerators from TensorFlow before TFDS touches it
-        builder = builder_cls(config=bconfig, data_dir=str(root / "tfds"))
+        builder = tfds_builders.make_builder(builder_cls, spec, root / "tfds", **raf)
         start = time.time()
         log(f"preparing {d.name} from {source} (aligning to {spec.size}x{spec.size}; once) ...")
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(

@@ -53,6 +53,13 @@ def make_config(spec: align.AlignSpec, **raf) -> AlignedFacesConfig:
                               points=spec.points, description=f"aligned faces: {spec.describe()}", **raf)
 
 
+def make_builder(builder_cls, spec: align.AlignSpec, data_dir, **raf):
+    """A builder for `spec`: the class's own config when the settings match one, else a custom one."""
+    config = make_config(spec, **raf)
+    known = {c.name for c in builder_cls.BUILDER_CONFIGS}
+    return builder_cls(config=config.name if config.name in known else config, data_dir=str(data_dir))
+
+
 def _features(size: int, num_landmarks: int, class_names) -> tfds.features.FeaturesDict:
     return tfds.features.FeaturesDict({
         "image": tfds.features.Image(shape=(size, size, 3)),
