@@ -1,0 +1,238 @@
+"""Person-independent 10-fold cross-validation (the paper's CK+ protocol, Table 5) of several variants.
+
+Layout under `root` (always <root>/<variant>/fold_<k>, even for one variant)::
+
+    <root>/data/                    prepared data, shared by every fold and variant
+    <root>/.jax_cache/              persistent XLA compilation cache (cv.py)
+    <root>/<variant>/fold_<k>/      an ordinary training workdir (config.json, checkpoints/, ...)
+        eval/metrics.json           that fold's test metrics (inference.evaluate_workdir)
+        fold_result.json            written last: the fold is finished
+    <root>/<variant>/cv_confusion.png, .md   the variant's confusion matrix summed over folds
+    <root>/cv_summary.json, cv_summary.md    per variant: fold accuracies, mean +- std, pooled
+
+Resume rule: a fold with a fold_result.json for the same number of training steps is reused
+as it is; otherwise, if its last checkpoint is at the final step it is only evaluated, and
+if not it is trained (train_and_evaluate resumes from its latest checkpoint) and evaluated.
+
+Each fold is evaluated at its LAST checkpoint by default: the "best" checkpoint is chosen
+by accuracy on the very test fold, which would be selection on the test set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from manet_jax import metrics
+
+NUM_FOLDS = 10
+RESULT_FILE = "fold_result.json"
+
+
+def parse_folds(text: str) -> list[int]:
+    """'1-10' / '1,3,5' / '2-4,7' -> sorted unique fold numbers in 1..10."""
+    folds: set[int] = set()
+    for part in str(text).replace(" ", "").split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            raise ValueError(f"cannot read folds {text!r}: use e.g. '1-10', '1,3,5' or '2-4,7'") from None
+        folds.update(range(first, last + 1))
+    if not folds or min(folds) < 1 or max(folds) > NUM_FOLDS:
+        raise ValueError(f"folds {text!r} must name folds in 1..{NUM_FOLDS}")
+    return sorted(folds)
+
+
+def fold_workdir(root, variant: str, fold: int) -> Path:
+    return Path(root).absolute() / variant / f"fold_{fold}"
+
+
+def fold_config(config, root, variant: str, fold: int):
+    """A copy of `config` for one fold; the prepared-data cache is shared under <root>/data."""
+    cfg = config.copy_and_resolve_references()
+    cfg.model.variant = variant
+    cfg.data.fold = fold
+    cache_key = "cache_dir" if "cache_dir" in cfg.data else "data_dir"  # older configs cached in data_dir
+    if not cfg.data[cache_key]:
+        cfg.data[cache_key] = str(Path(root).absolute() / "data")
+    return cfg
+
+
+def total_steps(config) -> int:
+    from manet_jax.training import stage_steps
+
+    return sum(stage_steps(config).values())
+
+
+def latest_step(workdir: Path) -> int | None:
+    from manet_jax.checkpoints import Checkpoints
+
+    if not (workdir / "checkpoints").is_dir():
+        return None
+    with Checkpoints(workdir / "checkpoints", read_only=True) as ckpts:
+        return ckpts.latest_step()
+
+
+def run_fold(config, workdir: Path, step="latest", eval_only: bool = False, batch_size: int | None = None,
+             log=print) -> dict:
+    """Train (unless finished) and evaluate one fold; returns and writes its fold_result.json."""
+    from manet_jax import inference, training
+
+    variant, fold, steps = config.model.variant, int(config.data.fold), total_steps(config)
+    result_path = workdir / RESULT_FILE
+    if result_path.is_file() and not eval_only:
+        result = json.loads(result_path.read_text())
+        if result.get("total_steps") == steps:
+            log(f"{variant} fold {fold}: finished earlier ({result_path}), reused")
+            return {**result, "trained": False, "evaluated": False}
+    done = latest_step(workdir)
+    trained, train_seconds = False, 0.0
+    if eval_only:
+        if done is None:
+            raise FileNotFoundError(f"--eval_only: no checkpoint in {workdir} ({variant} fold {fold}); train it first")
+        if done != steps:
+            log(f"{variant} fold {fold}: WARNING: trained to step {done} of {steps} only")
+    elif done == steps:
+        log(f"{variant} fold {fold}: already trained to step {steps}, evaluating only")
+    else:
+        log(f"{variant} fold {fold}: training{'' if done is None else f' (resuming at step {done})'} in {workdir}")
+        start = time.time()
+        training.train_and_evaluate(config, workdir)
+        trained, train_seconds = True, time.time() - start
+    summary = inference.evaluate_workdir(workdir, step=step, batch_size=batch_size, png=False, suffix="", log=log)
+    result = {
+        "variant": variant, "fold": fold, "step": summary["step"], "total_steps": steps,
+        "accuracy": summary["accuracy"], "num_examples": summary["num_examples"],
+        "confusion_matrix": summary["confusion_matrix"], "class_names": summary["class_names"],
+        "test_subjects": summary["subjects"], "workdir": str(workdir),
+        "metrics_file": summary["files"]["metrics"], "train_seconds": round(train_seconds, 3),
+        "eval_seconds": summary["seconds"],
+    }
+    metrics.write_json_atomic(result_path, result)
+    log(f"{variant} fold {fold}: accuracy {100 * result['accuracy']:.2f}% on {result['num_examples']} test examples")
+    return {**result, "trained": trained, "evaluated": True}
+
+
+def run_cv(config, root, folds: Iterable[int] = range(1, NUM_FOLDS + 1), variants: Sequence[str] = ("manet", "vgg", "vgg_se"),
+           eval_only: bool = False, step="latest", batch_size: int | None = None, log=print) -> dict:
+    """Every fold of every variant (resumable), then <root>/cv_summary.json and .md."""
+    root = Path(root).absolute()
+    results = []
+    for variant in variants:
+        for fold in folds:
+            cfg = fold_config(config, root, variant, fold)
+            results.append(run_fold(cfg, fold_workdir(root, variant, fold), step, eval_only, batch_size, log))
+    summary = aggregate(results)
+    summary.update(root=str(root), step=step, folds=sorted(set(folds)),
+                   fold_results=[{k: r[k] for k in ("variant", "fold", "step", "accuracy", "num_examples",
+                                                     "test_subjects", "workdir", "trained")} for r in results])
+    write_summary(root, summary)
+    return summary
+
+
+# --------------------------------------------------------------------------- summary
+def aggregate(fold_results: Sequence[dict]) -> dict:
+    """Per variant: fold accuracies, their mean and sample std (ddof=1), and pooled numbers.
+
+    Each fold result needs 'variant', 'fold', 'confusion_matrix' (counts) and 'class_names'.
+    A fold's accuracy is trace/sum of its confusion matrix; 'pooled' numbers come from the
+    confusion matrix summed over folds (every test example counts once, so folds with more
+    examples weigh more). std is None for a single fold.
+    """
+    by_variant: dict[str, list[dict]] = {}
+    for r in fold_results:
+        by_variant.setdefault(r["variant"], []).append(r)
+    variants = {}
+    for variant, results in by_variant.items():
+        results = sorted(results, key=lambda r: r["fold"])
+        folds = [int(r["fold"]) for r in results]
+        if len(set(folds)) != len(folds):
+            raise ValueError(f"{variant}: fold results repeat a fold: {folds}")
+        names = list(results[0]["class_names"])
+        for r in results:
+            if list(r["class_names"]) != names:
+                raise ValueError(f"{variant} fold {r['fold']} has classes {r['class_names']}, fold {folds[0]} {names}")
+        confusions = [np.asarray(r["confusion_matrix"], np.int64) for r in results]
+        accuracies = [float(np.trace(c) / c.sum()) for c in confusions]
+        pooled = metrics.summarize(np.sum(confusions, axis=0), names)
+        variants[variant] = {
+            "folds": folds,
+            "fold_accuracies": accuracies,
+            "fold_num_examples": [int(c.sum()) for c in confusions],
+            "mean_accuracy": float(np.mean(accuracies)),
+            "std_accuracy": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None,
+            "pooled_accuracy": pooled["accuracy"],
+            "balanced_accuracy": pooled["balanced_accuracy"],
+            "macro_f1": pooled["macro_f1"],
+            "per_class_accuracy": pooled["per_class_accuracy"],
+            "num_examples": pooled["num_examples"],
+            "confusion_matrix": pooled["confusion_matrix"],
+            "class_names": names,
+        }
+    return {"variants": variants}
+
+
+def _pct(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
+
+
+def summary_markdown(summary: dict) -> str:
+    """Table 3/5 style comparison of the variants, fold accuracies, summed confusion matrices."""
+    variants = summary["variants"]
+    all_folds = sorted({f for v in variants.values() for f in v["folds"]})
+    lines = ["# Person-independent cross-validation", ""]
+    if "root" in summary:
+        lines += [f"Root `{summary['root']}`; each fold evaluated at its `{summary.get('step', 'latest')}` checkpoint. "
+                  "Mean and std are over fold accuracies (sample std, ddof=1); pooled accuracy counts every "
+                  "test example once.", ""]
+    lines += ["| variant | folds | mean accuracy (%) | std (%) | pooled accuracy (%) | balanced accuracy (%) | "
+              "macro F1 (%) | test examples |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, v in variants.items():
+        lines.append(f"| {name} | {len(v['folds'])} | {_pct(v['mean_accuracy'])} | {_pct(v['std_accuracy'])} | "
+                     f"{_pct(v['pooled_accuracy'])} | {_pct(v['balanced_accuracy'])} | {_pct(v['macro_f1'])} | "
+                     f"{v['num_examples']} |")
+    lines += ["", "## Accuracy per fold (%)", "", "| variant | " + " | ".join(str(f) for f in all_folds) + " |",
+              "|---|" + "---:|" * len(all_folds)]
+    for name, v in variants.items():
+        acc = dict(zip(v["folds"], v["fold_accuracies"]))
+        lines.append(f"| {name} | " + " | ".join(_pct(acc.get(f)) for f in all_folds) + " |")
+    for name, v in variants.items():
+        lines += ["", f"## {name}: confusion matrix summed over folds (%, rows true class)", "",
+                  metrics.confusion_markdown(np.asarray(v["confusion_matrix"]), v["class_names"]).rstrip()]
+        if "root" in summary:
+            lines.append(f"\n![{name}]({name}/cv_confusion.png)")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(root, summary: dict) -> None:
+    root = Path(root)
+    for name, v in summary["variants"].items():
+        title = f"{name}: {len(v['folds'])} folds pooled"
+        metrics.write_text_atomic(root / name / "cv_confusion.md",
+                                  metrics.confusion_markdown(np.asarray(v["confusion_matrix"]), v["class_names"]))
+        metrics.plot_confusion(np.asarray(v["confusion_matrix"]), v["class_names"], root / name / "cv_confusion.png", title)
+    metrics.write_json_atomic(root / "cv_summary.json", summary)
+    metrics.write_text_atomic(root / "cv_summary.md", summary_markdown(summary))
+
+
+def enable_compilation_cache(directory) -> None:
+    """JAX's persistent compilation cache: folds 2..10 (and re-runs) reuse compiled steps.
+
+    Each fold builds fresh jitted functions, so the in-memory cache misses; on disk the
+    executables are keyed by their HLO and are found again (see docs/evaluation.md for the
+    measurement). Must run before the first compilation.
+    """
+    import jax
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(Path(directory).absolute()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

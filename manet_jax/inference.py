@@ -1,0 +1,293 @@
+"""Load a trained run and predict with it: the API of eval.py, cv.py, pictures and notebooks.
+
+    from manet_jax.inference import load_run, predict_split
+    run = load_run('runs/demo')                   # best checkpoint by eval_accuracy
+    out = run.predict(images_uint8)               # logits, probabilities (+ masks, region_weights)
+    preds = predict_split(run, test_split)        # every example once: logits, label, prediction
+
+Everything is read-only on the workdir (checkpoints are opened with read_only=True), so it is
+safe to run beside a training job. Prediction runs on one device (the default one).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from manet_jax import metrics, preprocess
+from manet_jax.checkpoints import CheckpointMismatchError, Checkpoints
+from manet_jax.models import MANet, build_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """A trained model ready to predict: params restored from `workdir` at `step`."""
+
+    model: MANet
+    params: Any
+    config: ml_collections.ConfigDict
+    step: int
+    workdir: Path
+    checkpoint: Path | None = None  # <workdir>/checkpoints/<step>
+    note: str = ""  # how the step was chosen, and any warning about it
+    _forward: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def predict(self, images, flip_tta: bool = False, normalized: bool = False) -> dict[str, np.ndarray]:
+        """Numpy outputs for a batch of aligned face crops.
+
+        `images`: (B, S, S, 3) uint8 RGB at config.model.input_size, normalised here with
+        preprocess.normalize; or already-normalised floats with normalized=True.
+        Returns `logits` (B, C), `probabilities` (B, C) and, for manet, `masks` (B, 8, h, w)
+        and `region_weights` (B, 8).
+
+        flip_tta averages the softmax of each image and of its horizontal mirror;
+        `logits` are then the log of that average (so softmax(logits) == probabilities),
+        and masks / region weights are those of the unflipped view. RASnet predicts the
+        mirrored view's masks itself, so no landmark mirroring is needed.
+        """
+        s = self.model.input_size
+        if np.ndim(images) != 4 or tuple(np.shape(images)[1:]) != (s, s, 3):
+            raise ValueError(
+                f"expected images of shape (B, {s}, {s}, 3) (config.model.input_size={s} of {self.workdir}), "
+                f"got {np.shape(images)}"
+            )
+        x = np.asarray(images, np.float32) if normalized else preprocess.normalize(images)
+        if self._forward is None:
+            self._forward = _jitted_forward(self.model)
+        return {k: np.asarray(v) for k, v in jax.device_get(self._forward(self.params, x, flip_tta=flip_tta)).items()}
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_forward(model: MANet):
+    """One jitted forward per model definition (Linen modules compare by their fields), so
+    runs of the same architecture, e.g. cross-validation folds, compile it only once."""
+    return jax.jit(_forward_fn(model), static_argnames="flip_tta")
+
+
+def _forward_fn(model: MANet):
+    def forward(params, images, flip_tta: bool):
+        out = dict(model.apply({"params": params}, images))
+        log_probs = jax.nn.log_softmax(out["logits"], axis=-1)
+        if flip_tta:
+            mirrored = model.apply({"params": params}, images[:, :, ::-1, :])["logits"]
+            both = jnp.stack([log_probs, jax.nn.log_softmax(mirrored, axis=-1)])
+            log_probs = jax.nn.logsumexp(both, axis=0) - jnp.log(2.0)  # log of the mean softmax, stably
+            out["logits"] = log_probs
+        out["probabilities"] = jnp.exp(log_probs)
+        return out
+
+    return forward
+
+
+# ------------------------------------------------------------------------------ loading
+def _tuples(value):
+    """JSON arrays back to the (nested) tuples the config files use."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _merge(base: ml_collections.ConfigDict, stored: dict) -> None:
+    for key, value in stored.items():
+        if isinstance(value, dict):
+            if not isinstance(base.get(key), ml_collections.ConfigDict):
+                base[key] = ml_collections.ConfigDict()
+            _merge(base[key], value)
+            continue
+        try:
+            base[key] = _tuples(value)
+        except TypeError:  # the default has another type (e.g. None): the stored value wins
+            with base.ignore_type():
+                base[key] = _tuples(value)
+
+
+def load_config(workdir) -> ml_collections.ConfigDict:
+    """<workdir>/config.json as written by training, on top of configs/default.py.
+
+    Keys added to the project after the run was trained take their defaults, so old
+    workdirs stay loadable; JSON arrays come back as tuples. A run from before
+    data.cache_dir existed used data.data_dir as its prepared-data cache: that is carried over.
+    """
+    path = Path(workdir).absolute() / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path.parent} has no config.json: not a workdir written by train.py (or pass a config explicitly)"
+        )
+    stored = json.loads(path.read_text())
+    data = stored.get("data", {})
+    if "data_dir" in data and "cache_dir" not in data:
+        data["cache_dir"], data["data_dir"] = data["data_dir"], ""
+    try:
+        from configs.default import get_config
+    except ImportError:  # the library without the repository's configs/
+        config = ml_collections.ConfigDict()
+    else:
+        config = get_config()
+    _merge(config, stored)
+    return config
+
+
+def _choose_step(ckpts: Checkpoints, step, workdir: Path) -> tuple[int, str]:
+    steps = ckpts.all_steps()
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint in {workdir}: {ckpts.directory} holds no saved step")
+    if step == "best":
+        best = ckpts.best_step()
+        if best is not None:
+            accuracy = (ckpts.metrics(best) or {}).get(ckpts.best_metric)
+            return best, f"best step by {ckpts.best_metric} ({accuracy:.4f})"
+        return steps[-1], f"no checkpoint carries {ckpts.best_metric}; using the latest step {steps[-1]}"
+    if step == "latest":
+        return steps[-1], "latest step"
+    try:
+        number = int(step)
+    except (TypeError, ValueError):
+        raise ValueError(f"step must be 'best', 'latest' or a step number, got {step!r}") from None
+    if number not in steps:
+        raise FileNotFoundError(f"no checkpoint for step {number} in {workdir}; saved steps: {steps}")
+    return number, f"step {number}"
+
+
+def _flat(tree) -> dict[str, tuple]:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {"/".join(str(getattr(k, "key", k)) for k in path): (tuple(x.shape), np.dtype(x.dtype)) for path, x in leaves}
+
+
+def load_run(workdir, step: int | str = "best", config: ml_collections.ConfigDict | None = None) -> Run:
+    """The model of `workdir` with its parameters at `step` ('best', 'latest' or a number).
+
+    `config` defaults to <workdir>/config.json; its model part must match the checkpoint.
+    The stored parameter tree is checked against jax.eval_shape of the model's init (the
+    abstract target) before anything is read; only the params are read, not the optimizer
+    state.
+    """
+    workdir = Path(workdir).absolute()
+    config = load_config(workdir) if config is None else config
+    model = build_model(config.model)
+    directory = workdir / "checkpoints"
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no checkpoint in {workdir}: {directory} does not exist (train it first)")
+    with Checkpoints(directory, read_only=True) as ckpts:
+        chosen, note = _choose_step(ckpts, step, workdir)
+        meta = ckpts.restore_meta(chosen)
+        if meta.get("variant") not in (None, config.model.variant):
+            raise ValueError(
+                f"{directory} holds a {meta.get('variant')!r} run but the config says "
+                f"model.variant={config.model.variant!r}"
+            )
+        if model.variant == "manet" and meta.get("stage") == 1:
+            note += f"; WARNING: step {chosen} ends stage 1 (RASnet only), ERSnet is untrained"
+        size = model.input_size
+        abstract = jax.eval_shape(
+            lambda key: model.init(key, jnp.zeros((1, size, size, 3), jnp.float32))["params"], jax.random.key(0)
+        )
+        expected = _flat(abstract)
+        stored = {p[len("params/"):]: v for p, v in ckpts.state_metadata(chosen).items() if p.startswith("params/")}
+        if stored != expected:
+            bad = sorted(p for p in expected.keys() | stored.keys() if stored.get(p) != expected.get(p))
+            raise CheckpointMismatchError(
+                f"the params at step {chosen} in {directory} do not fit config.model of {workdir} "
+                f"({len(bad)} differing entries): "
+                + "; ".join(f"{p}: stored {stored.get(p)} vs expected {expected.get(p)}" for p in bad[:10])
+            )
+        params = ckpts.restore_params(chosen)
+    if "WARNING" in note or "no checkpoint carries" in note:
+        log.warning("%s: %s", workdir, note)
+    return Run(model, params, config, chosen, workdir, checkpoint=directory / str(chosen), note=note)
+
+
+# ----------------------------------------------------------------------------- a split
+def predict_split(run: Run, split, batch_size: int | None = None, flip_tta: bool = False) -> dict[str, np.ndarray]:
+    """Predictions for every example of a PreparedSplit exactly once, in split order.
+
+    Batches have one fixed size (the last is zero-padded and the padding dropped), so the
+    forward pass compiles once. Returns `logits`, `probabilities`, `prediction`, `label`
+    and `subject_id`.
+    """
+    n = len(split)
+    if n == 0:
+        raise ValueError(f"the split at {split.path} is empty")
+    if split.image_size != run.model.input_size:
+        raise ValueError(
+            f"{split.path} holds {split.image_size}px images but the model of {run.workdir} takes "
+            f"{run.model.input_size}px"
+        )
+    batch_size = int(batch_size or run.config.train.eval_batch_size)
+    logits, probabilities = [], []
+    for start in range(0, n, batch_size):
+        chunk = np.asarray(split.image[start : start + batch_size])
+        real = len(chunk)
+        if real < batch_size:
+            chunk = np.concatenate([chunk, np.zeros((batch_size - real, *chunk.shape[1:]), chunk.dtype)])
+        out = run.predict(chunk, flip_tta=flip_tta)
+        logits.append(out["logits"][:real])
+        probabilities.append(out["probabilities"][:real])
+    probabilities = np.concatenate(probabilities)
+    return {
+        "logits": np.concatenate(logits),
+        "probabilities": probabilities,
+        "prediction": np.argmax(probabilities, axis=-1).astype(np.int32),
+        "label": np.asarray(split.label, np.int32),
+        "subject_id": np.asarray(split.subject_id, np.int32),
+    }
+
+
+def evaluate_split(run: Run, split, batch_size: int | None = None, flip_tta: bool = False) -> tuple[dict, dict]:
+    """(metrics.summarize of the split's confusion matrix, predict_split's arrays)."""
+    predictions = predict_split(run, split, batch_size, flip_tta)
+    names = split.class_names
+    if len(names) != run.model.num_classes:
+        raise ValueError(f"{split.path} has {len(names)} classes {names}, the model {run.model.num_classes}")
+    confusion = metrics.confusion_matrix(predictions["label"], predictions["prediction"], len(names))
+    return metrics.summarize(confusion, names), predictions
+
+
+def report_suffix(split: str = "test", flip_tta: bool = False, step: int | str = "best", chosen: int | None = None) -> str:
+    """'' for the defaults, else e.g. '_train_tta' or '_step1100': nothing is overwritten silently."""
+    parts = [] if split == "test" else [split]
+    if flip_tta:
+        parts.append("tta")
+    if step != "best":
+        parts.append(f"step{chosen if chosen is not None else step}")
+    return "".join(f"_{p}" for p in parts)
+
+
+def evaluate_workdir(workdir, step: int | str = "best", split: str = "test", flip_tta: bool = False,
+                     batch_size: int | None = None, config=None, png: bool = True, suffix: str | None = None,
+                     log=print) -> dict:
+    """eval.py's work: every example of `split` once -> <workdir>/eval/metrics*.json, confusion*.md/.png.
+
+    The data split comes from datasets.load_splits with the run's config, so a
+    cross-validation fold is evaluated on exactly its own test subjects. File names get
+    report_suffix(...) unless `suffix` is given. Returns the summary
+    written to metrics.json, with the written file paths under 'files'.
+    """
+    from manet_jax.data import datasets
+
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+    start = time.time()
+    run = load_run(workdir, step, config)
+    train, test = datasets.load_splits(run.config, run.workdir, log=log)
+    summary, predictions = evaluate_split(run, test if split == "test" else train, batch_size, flip_tta)
+    summary.update(
+        subjects=np.unique(predictions["subject_id"]).tolist(),
+        workdir=str(run.workdir), step=run.step, step_note=run.note, checkpoint=str(run.checkpoint), split=split,
+        flip_tta=flip_tta, variant=run.config.model.variant, fold=int(run.config.data.fold),
+        config_override=config is not None, seconds=round(time.time() - start, 3),
+    )
+    if suffix is None:
+        suffix = report_suffix(split, flip_tta, step, run.step)
+    title = f"{run.config.model.variant}, {split} split, step {run.step}" + (", flip TTA" if flip_tta else "")
+    files = metrics.write_report(run.workdir / "eval", summary, suffix, png=png, title=title)
+    return {**summary, "files": {k: str(v) for k, v in files.items()}}

@@ -1,0 +1,130 @@
+"""Cross-validation: the aggregation by hand, and cv.py end to end over all ten folds."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from manet_jax import crossval, inference, training
+from manet_jax.data import datasets
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG_FILE = '''
+from configs import default
+
+
+def get_config():
+    c = default.get_config()
+    c.model.variant = "vgg"
+    c.model.input_size, c.model.width_multiplier, c.model.fc_units = 96, 1 / 16, 64
+    c.data.num_train, c.data.num_test = 40, 20  # 60 faces of 12 subjects: 1-2 test subjects a fold
+    c.data.num_train_subjects, c.data.num_test_subjects = 8, 4
+    t = c.train
+    t.batch_size, t.eval_batch_size, t.stage2_steps = 8, 8, 2
+    t.eval_every, t.log_every, t.checkpoint_every = 100, 100, 100
+    t.progress_bar = False
+    return c
+'''
+
+
+def fake(variant, fold, confusion, names=("p", "q")):
+    return {"variant": variant, "fold": fold, "confusion_matrix": confusion, "class_names": list(names)}
+
+
+def test_aggregate_by_hand():
+    results = [
+        fake("a", 3, [[3, 0], [0, 3]]),  # 6/6 = 1.0
+        fake("b", 1, [[1, 0], [1, 0]]),  # 1/2
+        fake("a", 1, [[2, 0], [1, 1]]),  # 3/4 = 0.75
+        fake("a", 2, [[1, 1], [0, 0]]),  # 1/2 = 0.5
+    ]
+    summary = crossval.aggregate(results)["variants"]
+    a = summary["a"]
+    assert a["folds"] == [1, 2, 3] and a["fold_accuracies"] == pytest.approx([0.75, 0.5, 1.0])
+    assert a["mean_accuracy"] == pytest.approx(0.75)
+    assert a["std_accuracy"] == pytest.approx(0.25)  # sqrt((0 + 0.0625 + 0.0625) / (3 - 1))
+    assert a["confusion_matrix"] == [[6, 1], [1, 4]]
+    assert a["pooled_accuracy"] == pytest.approx(10 / 12) and a["num_examples"] == 12
+    assert a["fold_num_examples"] == [4, 2, 6]
+    assert summary["b"]["std_accuracy"] is None and summary["b"]["mean_accuracy"] == 0.5
+    table = crossval.summary_markdown({"variants": summary})
+    assert "| a | 3 | 75.00 | 25.00 | 83.33 |" in table
+    with pytest.raises(ValueError, match="repeat a fold"):
+        crossval.aggregate([fake("a", 1, [[1]], ["p"]), fake("a", 1, [[1]], ["p"])])
+
+
+def test_parse_folds():
+    assert crossval.parse_folds("1-10") == list(range(1, 11))
+    assert crossval.parse_folds("2-4,7,3") == [2, 3, 4, 7]
+    with pytest.raises(ValueError, match="1..10"):
+        crossval.parse_folds("0-3")
+
+
+def load_config(path):
+    spec = importlib.util.spec_from_file_location("tiny_cv_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def test_cv_end_to_end_ten_folds_then_resume(tmp_path, monkeypatch):
+    config_path = tmp_path / "tiny_cv.py"
+    config_path.write_text(CONFIG_FILE)
+    root = tmp_path / "cv"
+    result = subprocess.run(
+        [sys.executable, "cv.py", f"--config={config_path}", f"--root={root}", "--variants=vgg"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| vgg | 10 |" in result.stdout
+
+    fold_dirs = sorted((root / "vgg").glob("fold_*"))
+    assert len(fold_dirs) == 10
+    per_fold = [json.loads((root / "vgg" / f"fold_{k}" / "eval" / "metrics.json").read_text()) for k in range(1, 11)]
+    assert [m["fold"] for m in per_fold] == list(range(1, 11))
+    assert all(m["variant"] == "vgg" and m["step"] == 2 for m in per_fold)
+
+    # every example of the pool is tested exactly once: disjoint test subjects covering the pool
+    config = load_config(config_path)
+    config.data.cache_dir = str(root / "data")  # prepared once, shared by the folds
+    train, test = datasets.load_splits(config, root, log=lambda *_: None)
+    pool_subjects = np.unique(np.concatenate([train.subject_id, test.subject_id]))
+    assert sum(m["num_examples"] for m in per_fold) == len(train) + len(test) == 60
+    subjects = [set(m["subjects"]) for m in per_fold]
+    assert all(s for s in subjects) and sum(len(s) for s in subjects) == len(pool_subjects)
+    assert set().union(*subjects) == set(pool_subjects.tolist())
+    assert len(list((root / "data").iterdir())) == 1
+
+    # the summary is the aggregate of the per-fold metrics files
+    summary = json.loads((root / "cv_summary.json").read_text())
+    expected = crossval.aggregate(per_fold)["variants"]["vgg"]
+    for key in ("folds", "fold_accuracies", "mean_accuracy", "std_accuracy", "pooled_accuracy", "confusion_matrix"):
+        assert summary["variants"]["vgg"][key] == expected[key], key
+    assert (root / "cv_summary.md").is_file() and (root / "vgg" / "cv_confusion.png").is_file()
+
+    # re-running trains and evaluates nothing; a fold without its result is evaluated, not trained
+    markers = {d: (d / "fold_result.json").stat().st_mtime_ns for d in fold_dirs}
+    steps = {d: sorted(p.name for p in (d / "checkpoints").iterdir()) for d in fold_dirs}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished fold was trained again")
+
+    monkeypatch.setattr(training, "train_and_evaluate", refuse)
+    again = crossval.run_cv(config, root, range(1, 11), ["vgg"], log=lambda *_: None)
+    assert not any(r["trained"] for r in again["fold_results"])
+    assert {d: (d / "fold_result.json").stat().st_mtime_ns for d in fold_dirs} == markers
+    assert again["variants"]["vgg"]["fold_accuracies"] == pytest.approx(expected["fold_accuracies"])
+
+    (root / "vgg" / "fold_3" / "fold_result.json").unlink()
+    evaluated = []
+    real_evaluate = inference.evaluate_workdir
+    monkeypatch.setattr(inference, "evaluate_workdir", lambda wd, **kw: evaluated.append(wd) or real_evaluate(wd, **kw))
+    crossval.run_cv(config, root, range(1, 11), ["vgg"], log=lambda *_: None)
+    assert [Path(w).name for w in evaluated] == ["fold_3"]
+    assert (root / "vgg" / "fold_3" / "fold_result.json").is_file()
+    assert {d: sorted(p.name for p in (d / "checkpoints").iterdir()) for d in fold_dirs} == steps

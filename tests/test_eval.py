@@ -1,0 +1,125 @@
+"""Evaluation of a trained run: every example once, the same numbers as a per-example loop,
+flip TTA, checkpoint choice and errors that name the workdir."""
+
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from configs.default import get_config
+from manet_jax import inference, preprocess, training
+from manet_jax.checkpoints import restore_params
+from manet_jax.data import datasets
+from manet_jax.models import build_model
+
+
+def tiny_manet_config():
+    cfg = get_config()
+    cfg.model.input_size, cfg.model.width_multiplier, cfg.model.fc_units = 96, 1 / 16, 64
+    cfg.model.rasnet_hidden_units = 64
+    cfg.data.num_train, cfg.data.num_test = 40, 23  # 23 test faces: batch 8 leaves a partial batch
+    cfg.data.num_train_subjects, cfg.data.num_test_subjects = 6, 3
+    t = cfg.train
+    t.batch_size, t.eval_batch_size = 8, 8
+    t.stage1_steps, t.stage2_steps = 2, 2
+    t.eval_every, t.log_every, t.checkpoint_every = 2, 2, 2
+    t.stage2_learning_rate = 1e-3
+    t.progress_bar = False
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Checkpoints at step 2 (end of stage 1, no accuracy) and 4 (stage 2, with accuracy)."""
+    workdir = tmp_path_factory.mktemp("eval_run")
+    cfg = tiny_manet_config()
+    final = training.train_and_evaluate(cfg, workdir)
+    _, test = datasets.load_splits(cfg, workdir, log=lambda *_: None)
+    return cfg, workdir, final, test
+
+
+def test_every_example_once_and_same_as_a_per_example_loop(trained):
+    cfg, workdir, final, test = trained
+    summary = inference.evaluate_workdir(workdir, batch_size=8, log=lambda *_: None)
+    assert summary["step"] == 4 and summary["num_examples"] == len(test) == 23
+
+    # independent: model.apply on one example at a time, counting by hand
+    model = build_model(cfg.model)
+    params = restore_params(workdir / "checkpoints", step=4)
+    apply = jax.jit(lambda p, x: model.apply({"params": p}, x)["logits"])
+    counts = np.zeros((7, 7), int)
+    for image, label in zip(test.image, test.label):
+        logits = apply(params, preprocess.normalize(np.asarray(image)[None]))
+        counts[int(label), int(np.argmax(logits))] += 1
+    assert summary["confusion_matrix"] == counts.tolist()
+    assert summary["accuracy"] == pytest.approx(np.trace(counts) / 23)
+    assert summary["accuracy"] == pytest.approx(final["eval_accuracy"])  # and as training measured it
+
+    stored = json.loads((workdir / "eval" / "metrics.json").read_text())
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "per_class_accuracy", "confusion_matrix",
+                "class_names", "num_examples", "step", "split", "flip_tta", "checkpoint"):
+        assert stored[key] == summary[key], key
+    assert stored["checkpoint"] == str(workdir / "checkpoints" / "4")
+    assert (workdir / "eval" / "confusion.md").is_file() and (workdir / "eval" / "confusion.png").is_file()
+
+
+def test_predict_split_covers_the_split_in_order(trained):
+    _, workdir, _, test = trained
+    run = inference.load_run(workdir)
+    out = inference.predict_split(run, test, batch_size=8)
+    assert out["logits"].shape == (23, 7) and out["prediction"].shape == (23,)
+    np.testing.assert_array_equal(out["label"], test.label)
+    direct = run.predict(np.asarray(test.image[16:23]))  # the partial last batch, unpadded
+    np.testing.assert_allclose(out["logits"][16:], direct["logits"], rtol=1e-5, atol=1e-5)
+
+
+def test_flip_tta_averages_the_softmax_of_image_and_mirror(trained):
+    _, workdir, _, test = trained
+    run = inference.load_run(workdir)
+    images = np.asarray(test.image[:4])
+    plain, mirrored = run.predict(images), run.predict(images[:, :, ::-1])
+    tta = run.predict(images, flip_tta=True)
+    np.testing.assert_allclose(tta["probabilities"], (plain["probabilities"] + mirrored["probabilities"]) / 2, atol=1e-6)
+    np.testing.assert_allclose(jax.nn.softmax(tta["logits"]), tta["probabilities"], atol=1e-6)
+    assert plain["masks"].shape == (4, 8, 6, 6) and plain["region_weights"].shape == (4, 8)
+    np.testing.assert_allclose(tta["masks"], plain["masks"], atol=1e-6)  # masks of the unflipped view
+    with pytest.raises(ValueError, match="96, 96, 3"):
+        run.predict(images[:, :48])
+
+
+def test_step_choice(trained):
+    _, workdir, _, _ = trained
+    assert inference.load_run(workdir, "latest").step == 4
+    stage1 = inference.load_run(workdir, 2)
+    assert stage1.step == 2 and "stage 1" in stage1.note
+    with pytest.raises(FileNotFoundError, match=r"step 3 .*saved steps: \[2, 4\]"):
+        inference.load_run(workdir, 3)
+
+
+def test_load_run_errors_name_the_workdir(trained, tmp_path):
+    _, workdir, _, _ = trained
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=f"{empty}.*config.json"):
+        inference.load_run(empty)
+    untrained = tmp_path / "untrained"
+    untrained.mkdir()
+    shutil.copy(workdir / "config.json", untrained / "config.json")
+    with pytest.raises(FileNotFoundError, match=f"no checkpoint in {untrained}"):
+        inference.load_run(untrained)
+
+
+def test_non_default_outputs_get_a_suffix(trained):
+    _, workdir, _, _ = trained
+    default = workdir / "eval" / "metrics.json"
+    before = default.read_bytes() if default.exists() else None
+    summary = inference.evaluate_workdir(workdir, step="latest", split="train", flip_tta=True, log=lambda *_: None)
+    assert Path(summary["files"]["metrics"]).name == "metrics_train_tta_step4.json"
+    stored = json.loads(Path(summary["files"]["metrics"]).read_text())
+    assert stored["split"] == "train" and stored["flip_tta"] and stored["num_examples"] == 40
+    assert (workdir / "eval" / "confusion_train_tta_step4.png").is_file()
+    if before is not None:
+        assert default.read_bytes() == before  # the defaults' file is untouched
