@@ -48,7 +48,7 @@ def main(argv):
 
     import numpy as np
 
-    from manet_jax import visualize
+    from manet_jax import preprocess, visualize
     from manet_jax.data import datasets
     from manet_jax.inference import load_run
 
@@ -62,7 +62,8 @@ def main(argv):
     if not indices or min(indices) < 0 or max(indices) >= len(split):
         raise app.UsageError(f"--indices must lie in [0, {len(split)}), got {indices}")
     images = np.asarray(split.image[indices])
-    explanation = visualize.explain(run.model, run.params, images, layer=_LAYER.value)
+    mean = run.config.data.get("pixel_mean", preprocess.VGGFACE_MEAN_RGB)
+    explanation = visualize.explain(run.model, run.params, preprocess.normalize(images, mean), layer=_LAYER.value)
     out = Path(_OUT.value) if _OUT.value else run.workdir / "eval" / "pictures.png"
     visualize.figure_grid(images, explanation, out, labels=np.asarray(split.label[indices]),
                           landmarks=np.asarray(split.landmarks8[indices]), class_names=split.class_names)

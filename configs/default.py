@@ -62,6 +62,9 @@ def get_config():
     data.num_test_subjects = 20
     data.seed = 0  # synthetic data: which faces (independent of the training seed)
     data.fold = 0  # CK+-style person-independent fold (1..10); 0 = the data set's own split
+    # RGB mean subtracted from 0..255 input: VGG-Face's (the paper's weights); ImageNet VGG16
+    # weights (init_from format keras_imagenet) want (123.68, 116.779, 103.939).
+    data.pixel_mean = (129.1863, 104.7624, 93.5940)
     data.random_flip = True  # mirrors landmarks and swaps left/right points with the image
 
     config.train = train = ml_collections.ConfigDict()

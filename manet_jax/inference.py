@@ -63,7 +63,8 @@ class Run:
                 f"expected images of shape (B, {s}, {s}, 3) (config.model.input_size={s} of {self.workdir}), "
                 f"got {np.shape(images)}"
             )
-        x = np.asarray(images, np.float32) if normalized else preprocess.normalize(images)
+        mean = self.config.data.get("pixel_mean", preprocess.VGGFACE_MEAN_RGB)
+        x = np.asarray(images, np.float32) if normalized else preprocess.normalize(images, mean)
         if self._forward is None:
             self._forward = _jitted_forward(self.model)
         return {k: np.asarray(v) for k, v in jax.device_get(self._forward(self.params, x, flip_tta=flip_tta)).items()}

@@ -12,8 +12,12 @@ import numpy as np
 VGGFACE_MEAN_RGB = (129.1863, 104.7624, 93.5940)
 
 
-def normalize(images):
-    """(..., H, W, 3) uint8 or 0..255 RGB (or (..., H, W, 1) / (..., H, W) grey) -> float32."""
+def normalize(images, mean=VGGFACE_MEAN_RGB):
+    """(..., H, W, 3) uint8 or 0..255 RGB (or (..., H, W, 1) / (..., H, W) grey) -> float32.
+
+    `mean` (RGB) is config.data.pixel_mean: VGG-Face's unless the imported weights want another.
+    """
+    mean = tuple(float(v) for v in mean)
     module = type(images).__module__
     if module.startswith(("jax", "jaxlib")):
         import jax.numpy as xp
@@ -23,7 +27,7 @@ def normalize(images):
         images = tf.cast(images, tf.float32)
         if images.shape[-1] == 1:
             images = tf.repeat(images, 3, axis=-1)
-        return images - tf.constant(VGGFACE_MEAN_RGB, tf.float32)
+        return images - tf.constant(mean, tf.float32)
     else:
         xp = np
         images = np.asarray(images)
@@ -32,4 +36,4 @@ def normalize(images):
         images = xp.repeat(images, 3, axis=-1)
     elif images.shape[-1] != 3:
         images = xp.repeat(images[..., None], 3, axis=-1)  # (..., H, W) grey
-    return images - xp.asarray(VGGFACE_MEAN_RGB, xp.float32)
+    return images - xp.asarray(mean, xp.float32)

@@ -75,12 +75,13 @@ class PretrainedReport:
     skipped: list[str] = dataclasses.field(default_factory=list)
     unexpected: list[str] = dataclasses.field(default_factory=list)
     pixel_mean_rgb: tuple[float, float, float] = VGGFACE_MEAN_RGB
+    expected_mean_rgb: tuple[float, float, float] = VGGFACE_MEAN_RGB  # what our input subtracts
     file_channel_order: str = "RGB"
     notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def mean_matches_preprocess(self) -> bool:
-        return bool(np.allclose(self.pixel_mean_rgb, VGGFACE_MEAN_RGB, atol=1e-3))
+        return bool(np.allclose(self.pixel_mean_rgb, self.expected_mean_rgb, atol=1e-3))
 
     def summary(self) -> str:
         def names(xs):
@@ -106,10 +107,10 @@ class PretrainedReport:
             f"  pixel mean  : RGB ({mean})",
         ]
         if not self.mean_matches_preprocess:
-            ours = ", ".join(f"{v:.4f}" for v in VGGFACE_MEAN_RGB)
+            ours = ", ".join(f"{v:.4f}" for v in self.expected_mean_rgb)
             lines.append(
-                f"  WARNING     : these weights were trained with mean RGB ({mean}) but "
-                f"manet_jax.preprocess.normalize subtracts ({ours})"
+                f"  WARNING     : these weights were trained with mean RGB ({mean}) but the input "
+                f"pipeline subtracts ({ours}); set --config.data.pixel_mean='({mean})' to match"
             )
         if self.missing or self.mismatched:
             lines.append("  WARNING     : not every requested layer was loaded (see missing / mismatched)")
@@ -233,7 +234,7 @@ def load_pretrained(
     return rebuild(new_ersnet), report
 
 
-def init_from_config(params, init_from, log: Callable[[str], Any] = print):
+def init_from_config(params, init_from, log: Callable[[str], Any] = print, pixel_mean=VGGFACE_MEAN_RGB):
     """Training hook: `config.model.init_from` (path, format, layers, strict) -> params.
 
     An empty path (or init_from None) returns `params` unchanged. `layers` may be 'conv',
@@ -256,6 +257,7 @@ def init_from_config(params, init_from, log: Callable[[str], Any] = print):
         strict=bool(get("strict", True)),
         max_bytes=int(get("max_bytes", DEFAULT_MAX_BYTES) or DEFAULT_MAX_BYTES),
     )
+    report.expected_mean_rgb = tuple(float(v) for v in pixel_mean)
     log(report.summary())
     return new_params
 

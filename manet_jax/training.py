@@ -181,7 +181,7 @@ def initial_params(model: MANet, config, log=print):
     from manet_jax.pretrained import init_from_config
 
     params = init_variables(model, jax.random.fold_in(jax.random.key(config.seed), 0))["params"]
-    return init_from_config(params, config.model.get("init_from"), log=log)
+    return init_from_config(params, config.model.get("init_from"), log=log, pixel_mean=tuple(config.data.pixel_mean))
 
 
 def abstract_state(model: MANet, stage: int, tx, sharding) -> Any:
@@ -292,6 +292,7 @@ def evaluate(model, stage, params, split, config, data_sharding, eval_step=None)
         global_batch_size=config.train.eval_batch_size,
         mask_size=model.mask_size,
         region_sizes=config.model.region_sizes,
+        pixel_mean=tuple(config.data.pixel_mean),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     ):
@@ -398,6 +399,7 @@ def _run_stage(model, stage, state, start, end, tx, config, train_split, test_sp
         num_steps=end - first,
         mask_size=model.mask_size,
         region_sizes=config.model.region_sizes,
+        pixel_mean=tuple(config.data.pixel_mean),
         random_flip=config.data.random_flip,
         process_index=jax.process_index(),
         process_count=jax.process_count(),

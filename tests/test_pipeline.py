@@ -145,3 +145,15 @@ def test_fold_pools_both_splits_and_keeps_subjects_apart(split):
     expected = folds.person_independent_folds(split.subject_id) == 3
     np.testing.assert_array_equal(np.sort(fold_test.label), np.sort(split.label[expected]))
     assert datasets.apply_fold(train, test, 0) == (train, test)
+
+
+def test_pixel_mean_follows_the_config(split):
+    imagenet = (123.68, 116.779, 103.939)
+    kw = dict(global_batch_size=4, seed=0, start_step=0, num_steps=1, mask_size=(6, 6), random_flip=False)
+    default = next(pipeline.train_batches(split, **kw))
+    other = next(pipeline.train_batches(split, pixel_mean=imagenet, **kw))
+    idx, _ = pipeline.sample_plan(len(split), 4, 0, 0)
+    raw = np.asarray(split.image[idx], np.float32)
+    np.testing.assert_allclose(other["image"], raw - np.asarray(imagenet, np.float32), atol=1e-4)
+    np.testing.assert_allclose(default["image"] - other["image"],
+                               np.broadcast_to(np.subtract(imagenet, preprocess.VGGFACE_MEAN_RGB), raw.shape), atol=1e-4)

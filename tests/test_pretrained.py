@@ -494,6 +494,9 @@ def test_init_from_config(manet_params, tmp_path):
     new = init_from_config(manet_params, cfg, log=logs.append)
     assert len(logs) == 1 and str(path) in logs[0] and "LOADED (2/2)" in logs[0]
     assert "WARNING" in logs[0]  # the file's mean is ImageNet's, not our preprocessing's
+    logs = []
+    init_from_config(manet_params, cfg, log=logs.append, pixel_mean=IMAGENET_CAFFE_MEAN_RGB)
+    assert "WARNING" not in logs[0]  # config.data.pixel_mean set to the weights' mean
     assert new["ersnet"]["conv1_2"] is not manet_params["ersnet"]["conv1_2"]
     assert new["ersnet"]["conv2_1"] is manet_params["ersnet"]["conv2_1"]
 

@@ -65,6 +65,7 @@ def make_examples(
     flips: np.ndarray | None,
     mask_size: tuple[int, int],
     region_sizes: Sequence[tuple[float, float]],
+    pixel_mean: Sequence[float] = preprocess.VGGFACE_MEAN_RGB,
 ) -> dict[str, np.ndarray]:
     """Gather, flip (with landmarks), normalise and attach ground-truth masks."""
     order = np.argsort(indices)  # sorted reads are kinder to memory-mapped files
@@ -76,7 +77,7 @@ def make_examples(
         images[flips] = images[flips][:, :, ::-1]
         points[flips] = regions.mirror_8(points[flips], size)
     return {
-        "image": preprocess.normalize(images),
+        "image": preprocess.normalize(images, pixel_mean),
         "masks": regions.region_masks(points, (size, size), mask_size, region_sizes),
         "landmarks8": points.astype(np.float32),
         "label": np.asarray(split.label[indices], np.int32),
@@ -126,6 +127,7 @@ def train_batches(
     num_steps: int,
     mask_size: tuple[int, int],
     region_sizes: Sequence[tuple[float, float]] = regions.DEFAULT_REGION_SIZES,
+    pixel_mean: Sequence[float] = preprocess.VGGFACE_MEAN_RGB,
     random_flip: bool = True,
     process_index: int = 0,
     process_count: int = 1,
@@ -138,7 +140,8 @@ def train_batches(
     def make_batch(step: int) -> dict[str, np.ndarray]:
         indices, flips = sample_plan(len(split), global_batch_size, seed, step)
         sl = slice(offset, offset + local)
-        return make_examples(split, indices[sl], flips[sl] if random_flip else None, mask_size, region_sizes)
+        return make_examples(split, indices[sl], flips[sl] if random_flip else None, mask_size, region_sizes,
+                             pixel_mean)
 
     steps = range(start_step, start_step + num_steps)
     ds = _as_tf_dataset(steps, make_batch, _shapes(local, split.image_size, mask_size, False))
@@ -157,6 +160,7 @@ def eval_batches(
     global_batch_size: int,
     mask_size: tuple[int, int],
     region_sizes: Sequence[tuple[float, float]] = regions.DEFAULT_REGION_SIZES,
+    pixel_mean: Sequence[float] = preprocess.VGGFACE_MEAN_RGB,
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -174,7 +178,7 @@ def eval_batches(
         valid[: len(chunk)] = 1.0
         indices = np.zeros(local, np.int64)
         indices[: len(chunk)] = chunk
-        batch = make_examples(split, indices, None, mask_size, region_sizes)
+        batch = make_examples(split, indices, None, mask_size, region_sizes, pixel_mean)
         batch["valid"] = valid
         return batch
 
