@@ -493,14 +493,18 @@ class Checkpoints:
         )
         return restored[STATE_ITEM]
 
-    def restore_params(self, step: int | None = None, key: str = "params") -> PyTree:
+    def restore_params(self, step: int | None = None, key: str = "params", abstract: PyTree | None = None) -> PyTree:
         """Only ``state[key]`` (default the params) of ``step``, shaped as stored.
 
         Uses the stored tree metadata as the target (no abstract state needed) and orbax's
         partial restore, so the optimizer state is not read.  Arrays land on the default
-        device; nested dicts come back as dicts.
+        device; nested dicts come back as dicts.  Given ``abstract`` (e.g. the params of
+        ``jax.eval_shape(model.init, ...)``), the stored subtree is first checked against it
+        and a CheckpointMismatchError lists every differing entry.
         """
         step = self._resolve_step(step)
+        if abstract is not None:
+            self._check_matches(step, {key: _as_abstract(abstract)}, within=key)
         stored = self._stored_tree(step)
         if not isinstance(stored, Mapping) or key not in stored:
             top = list(stored) if isinstance(stored, Mapping) else type(stored).__name__
@@ -574,8 +578,10 @@ class Checkpoints:
     def _stored_leaves(self, step: int | None) -> dict[str, Any]:
         return _flatten(self._stored_tree(self._resolve_step(step)))
 
-    def _check_matches(self, step: int, target: PyTree) -> None:
-        stored = {p: _shape_dtype(leaf) for p, leaf in self._stored_leaves(step).items()}
+    def _check_matches(self, step: int, target: PyTree, within: str | None = None) -> None:
+        """Compare stored leaves (only those under `within`, when given) with `target`'s."""
+        stored = {p: _shape_dtype(leaf) for p, leaf in self._stored_leaves(step).items()
+                  if within is None or p.startswith(within + "/")}
         expected = {p: _shape_dtype(leaf) for p, leaf in _flatten(target).items()}
         mismatched = {
             p: (stored[p], expected[p])

@@ -60,9 +60,8 @@ def fold_config(config, root, variant: str, fold: int):
     cfg = config.copy_and_resolve_references()
     cfg.model.variant = variant
     cfg.data.fold = fold
-    cache_key = "cache_dir" if "cache_dir" in cfg.data else "data_dir"  # older configs cached in data_dir
-    if not cfg.data[cache_key]:
-        cfg.data[cache_key] = str(Path(root).absolute() / "data")
+    if not cfg.data.cache_dir:  # prepare the data once for all folds and variants
+        cfg.data.cache_dir = str(Path(root).absolute() / "data")
     return cfg
 
 

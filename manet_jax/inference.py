@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from manet_jax import metrics, preprocess
-from manet_jax.checkpoints import CheckpointMismatchError, Checkpoints
+from manet_jax.checkpoints import Checkpoints
 from manet_jax.models import MANet, build_model
 
 log = logging.getLogger(__name__)
@@ -159,11 +159,6 @@ def _choose_step(ckpts: Checkpoints, step, workdir: Path) -> tuple[int, str]:
     return number, f"step {number}"
 
 
-def _flat(tree) -> dict[str, tuple]:
-    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {"/".join(str(getattr(k, "key", k)) for k in path): (tuple(x.shape), np.dtype(x.dtype)) for path, x in leaves}
-
-
 def load_run(workdir, step: int | str = "best", config: ml_collections.ConfigDict | None = None) -> Run:
     """The model of `workdir` with its parameters at `step` ('best', 'latest' or a number).
 
@@ -192,16 +187,7 @@ def load_run(workdir, step: int | str = "best", config: ml_collections.ConfigDic
         abstract = jax.eval_shape(
             lambda key: model.init(key, jnp.zeros((1, size, size, 3), jnp.float32))["params"], jax.random.key(0)
         )
-        expected = _flat(abstract)
-        stored = {p[len("params/"):]: v for p, v in ckpts.state_metadata(chosen).items() if p.startswith("params/")}
-        if stored != expected:
-            bad = sorted(p for p in expected.keys() | stored.keys() if stored.get(p) != expected.get(p))
-            raise CheckpointMismatchError(
-                f"the params at step {chosen} in {directory} do not fit config.model of {workdir} "
-                f"({len(bad)} differing entries): "
-                + "; ".join(f"{p}: stored {stored.get(p)} vs expected {expected.get(p)}" for p in bad[:10])
-            )
-        params = ckpts.restore_params(chosen)
+        params = ckpts.restore_params(chosen, abstract=abstract)  # checked against the model first
     if "WARNING" in note or "no checkpoint carries" in note:
         log.warning("%s: %s", workdir, note)
     return Run(model, params, config, chosen, workdir, checkpoint=directory / str(chosen), note=note)

@@ -408,3 +408,15 @@ def test_constructor_validation(tmp_path):
         Checkpoints(tmp_path, max_to_keep=0)
     with pytest.raises(ValueError, match="best_mode"):
         Checkpoints(tmp_path, best_mode="maximum")
+
+
+def test_restore_params_checks_an_abstract_target_and_ignores_the_optimizer(tmp_path):
+    with Checkpoints(tmp_path) as ckpts:
+        ckpts.save(1, make_state(num_classes=7), META)
+        good = jax.eval_shape(lambda: make_params(num_classes=7))
+        params = ckpts.restore_params(abstract=good)
+        np.testing.assert_array_equal(params["ersnet"]["fc8"]["kernel"], make_params(7)["ersnet"]["fc8"]["kernel"])
+        with pytest.raises(CheckpointMismatchError) as info:
+            ckpts.restore_params(abstract=jax.eval_shape(lambda: make_params(num_classes=10)))
+    # Only the params are compared: the momentum trace of fc8 is not reported.
+    assert set(info.value.mismatched) == {"params/ersnet/fc8/kernel", "params/ersnet/fc8/bias"}
