@@ -121,20 +121,14 @@ def write_split(path, arrays: dict[str, np.ndarray], info: dict) -> PreparedSpli
         raise ValueError(f"'landmarks8' must be (N, 8, 2), got {arrays['landmarks8'].shape}")
     if "landmarks" in arrays and (arrays["landmarks"].ndim != 3 or arrays["landmarks"].shape[2] != 2):
         raise ValueError(f"'landmarks' must be (N, K, 2), got {arrays['landmarks'].shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        for name, dtype in {**FIELDS, **OPTIONAL_FIELDS}.items():
-            if name in arrays:
-                np.save(tmp / f"{name}.npy", np.ascontiguousarray(np.asarray(arrays[name]).astype(dtype)))
-        full_info = {"num_examples": n, "image_size": int(image.shape[1]), **info}
-        (tmp / INFO_FILE).write_text(json.dumps(full_info, indent=2))
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return read_split(path)
+    names = np.asarray(arrays["name"]) if "name" in arrays else None
+    landmarks = arrays.get("landmarks")
+    with SplitWriter(path, n, image.shape[1], None if landmarks is None else landmarks.shape[1], info,
+                     name_length=0 if names is None else max(1, names.dtype.itemsize // 4)) as writer:
+        for key, arr in writer.arrays.items():
+            arr[:] = arrays[key]
+        writer.written[:] = True
+        return writer.commit()
 
 
 class SplitWriter:
@@ -147,19 +141,21 @@ class SplitWriter:
 
     def __init__(self, path, num_examples: int, image_size: int, num_landmarks: int | None, info: dict,
                  name_length: int = 128):
+        """`num_landmarks` None/0: no landmarks.npy; `name_length` 0: no name.npy."""
         self.path = Path(path)
         if self.path.exists():
             raise FileExistsError(f"{self.path} already exists; prepared data is never overwritten (delete it to rebuild)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
         self.tmp.mkdir()
-        self.info, self.n = dict(info), num_examples
+        self.info, self.n, self.image_size = dict(info), num_examples, int(image_size)
         shapes = {"image": (num_examples, image_size, image_size, 3), "landmarks8": (num_examples, 8, 2),
                   "label": (num_examples,), "subject_id": (num_examples,)}
         dtypes = dict(FIELDS)
         if num_landmarks:
             shapes["landmarks"], dtypes["landmarks"] = (num_examples, num_landmarks, 2), np.float32
-        shapes["name"], dtypes["name"] = (num_examples,), np.dtype(f"<U{name_length}")
+        if name_length:
+            shapes["name"], dtypes["name"] = (num_examples,), np.dtype(f"<U{name_length}")
         self.arrays = {k: np.lib.format.open_memmap(self.tmp / f"{k}.npy", mode="w+", dtype=dtypes[k], shape=shapes[k])
                        for k in shapes}
         self.written = np.zeros(num_examples, bool)
@@ -177,8 +173,7 @@ class SplitWriter:
         for arr in self.arrays.values():
             arr.flush()
         self.arrays = {}
-        full_info = {"num_examples": self.n, "image_size": None, **self.info}
-        full_info["image_size"] = int(np.load(self.tmp / "image.npy", mmap_mode="r").shape[1])
+        full_info = {"num_examples": self.n, "image_size": self.image_size, **self.info}
         (self.tmp / INFO_FILE).write_text(json.dumps(full_info, indent=2))
         os.replace(self.tmp, self.path)
         return read_split(self.path)
