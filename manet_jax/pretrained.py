@@ -94,7 +94,7 @@ class PretrainedReport:
             f"  requested   : {names(self.requested)}",
             f"  LOADED ({len(self.loaded)}/{len(self.requested)}): {names(self.loaded)}",
             f"  missing     : {names(self.missing)}",
-            f"  mismatched  : " + ("-" if not self.mismatched else f"{len(self.mismatched)} (kept ours)"),
+            "  mismatched  : " + ("-" if not self.mismatched else f"{len(self.mismatched)} (kept ours)"),
             *(f"      {n}: file {tuple(f)} vs ours {tuple(o)}" for n, f, o in self.mismatched),
             f"  skipped     : {names(self.skipped)} (in the file, not requested)",
             f"  unexpected  : {names(self.unexpected)} (in the file, not VGG16 layers)",

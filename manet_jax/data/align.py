@@ -76,6 +76,7 @@ TRANSFORMS = ("similarity", "affine")
 ALIGN_POINTS = ("rigid", "all")
 # Landmark schemes a prepared split can hold, and how many points each has.
 SCHEMES = {"ibug68": 68, "five": 5, "template": 68}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp", ".gif")
 FIVE_POINT_NAMES = ("left_eye_centre", "right_eye_centre", "nose_tip", "left_mouth_corner", "right_mouth_corner")
 
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from manet_jax.data import align
+from manet_jax.data.annotations import AnnotationError, LayoutError, read_points
 
 # Emotion codes 1..7 of the Emotion files; 0 (neutral) is never a sequence label.
 CLASS_NAMES = ("anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise")
 FRAMES_PER_SEQUENCE = 3
 FOLDERS = ("cohn-kanade-images", "Emotion", "Landmarks")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 CK+ is licence-restricted and is not downloaded by this project. Request it from its
@@ -40,14 +40,6 @@ folder and point config.data.data_dir at it. It must contain (each possibly one 
 """
 
 _FRAME = re.compile(r"^(S\d+)_(\d+)_(\d+)$")
-
-
-class LayoutError(FileNotFoundError):
-    """The data folder is missing or not laid out as distributed."""
-
-
-class AnnotationError(ValueError):
-    """A label or landmark file that cannot be read; the message names file and line."""
 
 
 @dataclass(frozen=True)
@@ -98,24 +90,8 @@ def read_emotion(path) -> int:
 
 
 def read_landmarks(path, num_points: int = 68) -> np.ndarray:
-    """(num_points, 2) float32 from a file of 'x y' lines (scientific notation welcome)."""
-    points = []
-    for line_no, line in enumerate(Path(path).read_text(errors="replace").splitlines(), 1):
-        fields = line.replace(",", " ").split()
-        if not fields:
-            continue
-        try:
-            if len(fields) != 2:
-                raise ValueError
-            x, y = float(fields[0]), float(fields[1])
-        except ValueError:
-            raise AnnotationError(f"{path}, line {line_no}: expected two numbers 'x y', got {line.strip()!r}") from None
-        if not (np.isfinite(x) and np.isfinite(y)):
-            raise AnnotationError(f"{path}, line {line_no}: landmark is not finite: {line.strip()!r}")
-        points.append((x, y))
-    if len(points) != num_points:
-        raise AnnotationError(f"{path}: expected {num_points} landmarks, found {len(points)}")
-    return np.asarray(points, np.float32)
+    """(68, 2) float32 from a Landmarks file: one '   x   y' line per point."""
+    return read_points(path, num_points)
 
 
 def _frames(folder: Path) -> list[tuple[int, Path]]:
@@ -123,7 +99,7 @@ def _frames(folder: Path) -> list[tuple[int, Path]]:
     frames = []
     for p in folder.iterdir():
         m = _FRAME.match(p.stem)
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and m:
+        if p.is_file() and p.suffix.lower() in align.IMAGE_SUFFIXES and m:
             frames.append((int(m.group(3)), p))
     return sorted(frames)
 

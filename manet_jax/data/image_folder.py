@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from manet_jax.data import align
-from manet_jax.data.ckplus import LayoutError
+from manet_jax.data.annotations import LayoutError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp", ".gif")
 DEFAULT_SUBJECT_REGEX = r"^(S\d+)_"
 
 
@@ -70,7 +69,7 @@ def records(folder, class_names, subject_regex: str = DEFAULT_SUBJECT_REGEX) -> 
     pattern = re.compile(subject_regex) if subject_regex else None
     out = []
     for label, name in enumerate(class_names):
-        files = sorted((p for p in (folder / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        files = sorted((p for p in (folder / name).rglob("*") if p.is_file() and p.suffix.lower() in align.IMAGE_SUFFIXES
                         and not p.name.startswith(".")), key=lambda p: _natural_key(str(p)))
         for path in files:
             rel = str(path.relative_to(folder))
@@ -86,7 +85,7 @@ def records(folder, class_names, subject_regex: str = DEFAULT_SUBJECT_REGEX) -> 
                 subject = m.group(1) if m.groups() else m.group(0)
             out.append(Record(path, label, subject, rel))
     if not out:
-        raise LayoutError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}/<class_name>/")
+        raise LayoutError(f"no images ({', '.join(align.IMAGE_SUFFIXES)}) under {folder}/<class_name>/")
     return out
 
 

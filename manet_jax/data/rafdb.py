@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from manet_jax.data import align
-from manet_jax.data.ckplus import AnnotationError, LayoutError, read_landmarks
+from manet_jax.data.annotations import AnnotationError, LayoutError, read_points
 
 # Labels 1..7 of list_patition_label.txt.
 CLASS_NAMES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
@@ -130,23 +130,7 @@ def records(root, source: str = "original", landmark_set: str = "manual5") -> li
 
 def read_manual_landmarks(path) -> np.ndarray:
     """The 5 landmarks at the top of a *_manu_attri.txt file (the attribute lines follow)."""
-    lines = Path(path).read_text(errors="replace").splitlines()
-    points = []
-    for line_no, line in enumerate(lines, 1):
-        if len(points) == 5:
-            break
-        fields = line.split()
-        if not fields:
-            continue
-        try:
-            if len(fields) != 2:
-                raise ValueError
-            points.append((float(fields[0]), float(fields[1])))
-        except ValueError:
-            raise AnnotationError(f"{path}, line {line_no}: expected a landmark 'x y', got {line.strip()!r}") from None
-    if len(points) != 5:
-        raise AnnotationError(f"{path}: expected 5 landmarks at the top, found {len(points)}")
-    return np.asarray(points, np.float32)
+    return read_points(path, 5, more_lines_follow=True)
 
 
 def load_example(record: Record, spec: align.AlignSpec, landmark_set: str = "manual5", raf37_to_8=()) -> dict:
@@ -159,14 +143,12 @@ def load_example(record: Record, spec: align.AlignSpec, landmark_set: str = "man
         example["landmarks"] = align.template_68(spec.size, spec.face_box).astype(np.float32)
         return example
     five = read_manual_landmarks(record.manual)
-    if not np.all(np.isfinite(five)):
-        raise AnnotationError(f"{record.manual}: landmarks are not finite")
     crop, five_aligned, matrix = align.align_face(image, five, "five", spec)
     example["image"] = crop
     example["landmarks8"] = align.eight_points(five_aligned, "five", spec)
     example["landmarks"] = five_aligned
     if landmark_set == "auto37":
-        auto = align.apply_transform(matrix, read_landmarks(record.auto, 37)).astype(np.float32)
+        auto = align.apply_transform(matrix, read_points(record.auto, 37)).astype(np.float32)
         example["landmarks"] = auto
         if len(raf37_to_8):
             example["landmarks8"] = auto[list(raf37_to_8)]
