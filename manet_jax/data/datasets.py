@@ -119,9 +119,9 @@ def _tfds(config, root: Path, log):
     if not all(prepared.is_prepared(p) for p in paths.values()):
         import tensorflow_datasets as tfds
 
-        from manet_jax.data.pipeline import _tf
+        from manet_jax.data.pipeline import tensorflow
 
-        _tf()  # hide accelerators from TensorFlow before TFDS touches it
+        tensorflow()  # hide accelerators from TensorFlow before TFDS touches it
         builder = tfds_builders.make_builder(builder_cls, spec, root / "tfds", **raf)
         start = time.time()
         log(f"preparing {d.name} from {source} (aligning to {spec.size}x{spec.size}; once) ...")
@@ -166,7 +166,7 @@ def _folder(config, root: Path, log):
     ids = image_folder.subject_ids(all_subjects)
     digest = hashlib.sha1(json.dumps({
         "source": str(source), "classes": class_names, "regex": d.subject_regex, "align": spec.describe(),
-        "files": [(r.name, r.image.stat().st_size, r.image.stat().st_mtime_ns) for rs in recs.values() for r in rs],
+        "files": [(r.name, st.st_size, st.st_mtime_ns) for rs in recs.values() for r in rs for st in [r.image.stat()]],
     }, sort_keys=True).encode()).hexdigest()[:12]
     cache = root / "prepared" / "folder" / f"{source.name}-{digest}"
     out, offset = {}, 0

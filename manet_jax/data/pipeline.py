@@ -21,7 +21,7 @@ from manet_jax import preprocess, regions
 from manet_jax.data.prepared import PreparedSplit
 
 
-def _tf():
+def tensorflow():
     """TensorFlow for tf.data only: never let it claim a GPU or TPU that JAX needs."""
     import tensorflow as tf
 
@@ -86,7 +86,7 @@ def make_examples(
 
 def _as_tf_dataset(steps, make_batch, example_shapes):
     """steps -> batches in parallel threads, in order, prefetched."""
-    tf = _tf()
+    tf = tensorflow()
     names = list(example_shapes)
     dtypes = {"image": tf.float32, "masks": tf.float32, "landmarks8": tf.float32, "label": tf.int32, "valid": tf.float32}
 
