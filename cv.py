@@ -5,7 +5,8 @@
         --config.train.stage2_steps=200
 
 Trains every fold k of every variant into <root>/<variant>/fold_<k> (config.data.fold=k,
-config.model.variant=variant; --variants overrides the config's variant), evaluates each at
+config.model.variant=variant; --variants overrides the config's variant; `hog_svm` adds the
+classical HOG + linear SVM baseline, fitted in seconds, to the same table), evaluates each at
 its last checkpoint and writes <root>/cv_summary.json and cv_summary.md. Re-running the
 same command skips finished folds. See docs/evaluation.md.
 """
@@ -20,7 +21,8 @@ from ml_collections import config_flags  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
 _ROOT = flags.DEFINE_string("root", None, "Root directory of the cross-validation runs.")
 _FOLDS = flags.DEFINE_string("folds", "1-10", "Folds to run: '1-10', '1,3,5', '2-4,7'.")
-_VARIANTS = flags.DEFINE_list("variants", ["manet", "vgg", "vgg_se"], "Model variants, in table order.")
+_VARIANTS = flags.DEFINE_list("variants", ["manet", "vgg", "vgg_se"],
+                               "Model variants, in table order; 'hog_svm' is the classical baseline.")
 _EVAL_ONLY = flags.DEFINE_bool("eval_only", False, "Never train: (re-)evaluate every fold's checkpoint.")
 _STEP = flags.DEFINE_string("step", "latest", "Checkpoint per fold: 'latest' (the protocol), 'best' or a number.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Evaluation batch size (default config.train.eval_batch_size).")
@@ -33,12 +35,13 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    from manet_jax import crossval
+    from manet_jax import classical, crossval
     from manet_jax.models import VARIANTS
 
-    unknown = [v for v in _VARIANTS.value if v not in VARIANTS]
+    known = [*VARIANTS, classical.VARIANT]
+    unknown = [v for v in _VARIANTS.value if v not in known]
     if unknown:
-        raise app.UsageError(f"unknown --variants {unknown}; choose from {list(VARIANTS)}")
+        raise app.UsageError(f"unknown --variants {unknown}; choose from {known}")
     folds = crossval.parse_folds(_FOLDS.value)
     if _CACHE.value:
         crossval.enable_compilation_cache(os.path.join(_ROOT.value, ".jax_cache"))

@@ -7,6 +7,8 @@ The config comes from <workdir>/config.json (pass --config only to override it, 
 point config.data.data_dir elsewhere). Writes <workdir>/eval/metrics.json, confusion.md and
 confusion.png; a non-default --split, --flip_tta or --step adds a suffix to the names
 (metrics_train_tta.json, metrics_step1100.json, ...), so no result is overwritten silently.
+A hog_svm workdir (the classical baseline) is evaluated from its hog_svm/model.npz into the
+same files with the same fields (step 0: it has no steps; --step is ignored).
 """
 
 import os

@@ -2,8 +2,11 @@
 
     python train.py --config=configs/synthetic.py --workdir=runs/demo
     python train.py --config=configs/default.py --workdir=runs/x --config.train.batch_size=48
+    python train.py --config=configs/ck_fold3.py --workdir=runs/hog3 --config.model.variant=hog_svm
 
 Re-running the same command resumes from the latest checkpoint in --workdir.
+--config.model.variant=hog_svm fits the classical baseline instead (HOG + linear SVM,
+manet_jax/classical.py: seconds on a CPU) and evaluates it into <workdir>/eval/.
 """
 
 import os
@@ -30,9 +33,14 @@ def main(argv):
 
     if _DISTRIBUTED.value:
         jax.distributed.initialize()
-    from manet_jax.training import train_and_evaluate
+    from manet_jax import classical
 
-    final = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    if _CONFIG.value.model.variant == classical.VARIANT:
+        final = classical.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    else:
+        from manet_jax.training import train_and_evaluate
+
+        final = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     if jax.process_index() == 0:
         print("final: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()))
 

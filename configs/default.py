@@ -26,11 +26,14 @@ def get_config():
     model.dtype = "float32"  # compute dtype: 'float32' | 'bfloat16' (parameters stay float32)
     model.dropout_rate = 0.5
     model.kernel_init = "xavier"  # 'xavier' (Glorot) | 'caffe_xavier' (fan_in) | 'he'
+    model.head_init = "same"  # fc8: 'same' (kernel_init, the paper) | 'zeros' (logits start at 0)
+    model.input_scale = 1.0  # x normalised input; 1 = the paper's 0..255 scale (VGG-Face weights)
     model.fc_units = 4096  # fc6, fc7
     model.rasnet_hidden_units = 2048  # Table 1, layer 7
     model.se_reduction = 16
     model.ma_weight_pool = 2  # weight branch: avg-pool 14 -> 7 (our reading of Fig. 2)
     model.ma_weight_channels = 128  # weight branch: 1x1 conv channels (our reading)
+    model.ma_output_scale = 1.0  # x F of Eq. 6 (1 = the paper); num_regions keeps V's scale at init
     # (width, height) fractions of the image per region, in REGION_NAMES order (Table 2 as read
     # with Eq. 4: eyes+brows 0.72W wide x 0.36H tall, mouth+nose 0.54W x 0.36H).
     model.region_sizes = tuple(tuple(s) for s in DEFAULT_REGION_SIZES)
@@ -66,6 +69,15 @@ def get_config():
     # weights (init_from format keras_imagenet) want (123.68, 116.779, 103.939).
     data.pixel_mean = (129.1863, 104.7624, 93.5940)
     data.random_flip = True  # mirrors landmarks and swaps left/right points with the image
+    # Training-time augmentation (data/pipeline.py): our option for small real data sets; the
+    # paper does not augment (beyond flips), so 0 = off everywhere here. One affine per example
+    # moves the image and its landmarks together, so the ground-truth masks follow the face.
+    data.augment = augment = ml_collections.ConfigDict()
+    augment.scale = 0.0  # max relative zoom: factor uniform in [1 - scale, 1 + scale], < 1
+    augment.shift = 0.0  # max translation per axis, as a fraction of the image size, <= 0.5
+    augment.rotate = 0.0  # max in-plane rotation about the image centre, degrees, <= 45
+    augment.brightness = 0.0  # max additive change, as a fraction of 255, <= 1
+    augment.contrast = 0.0  # max relative change: factor in [1 - c, 1 + c] about the image mean, < 1
 
     config.train = train = ml_collections.ConfigDict()
     train.batch_size = 42  # global batch, split over all devices
@@ -77,12 +89,21 @@ def get_config():
     train.lr_decay_factor = 0.1
     train.lr_decay_every = 500  # steps, counted from the start of each stage
     train.warmup_steps = 0
-    train.optimizer = "sgd"  # 'sgd' (the paper's, Caffe-style) | 'adam'
+    train.optimizer = "sgd"  # 'sgd' (the paper's, Caffe-style) | 'adam' | 'adamw' (decoupled decay)
     train.momentum = 0.9  # SGD momentum, or Adam's b1
-    train.weight_decay = 5e-4  # Caffe-style: added to the gradient before momentum
+    train.weight_decay = 5e-4  # sgd/adam: added to the gradient (Caffe); adamw: x lr, decoupled
     train.eval_every = 250
     train.log_every = 50
     train.checkpoint_every = 250
     train.keep_checkpoints = 3
     train.progress_bar = True
+
+    # The classical baseline, model.variant='hog_svm' (manet_jax/classical.py): HOG of the grey
+    # aligned crop, standardised, + a linear SVM. Seconds on a CPU: a sanity check of data and labels.
+    config.hog = hog = ml_collections.ConfigDict()
+    hog.orientations = 9
+    hog.cells_per_side = 8  # cell = input_size // 8 px (12 at 96, 28 at 224): the same grid at any size
+    hog.cells_per_block = 2  # blocks of 2x2 cells, L2-Hys normalised
+    hog.C = 3e-4  # LinearSVC's inverse regularisation on standardised features (bench/hog_svm.py)
+    hog.max_iter = 10000  # LinearSVC iterations; a warning says when they are not enough
     return config

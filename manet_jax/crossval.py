@@ -14,6 +14,10 @@ Resume rule: a fold with a fold_result.json for the same number of training step
 as it is; otherwise, if its last checkpoint is at the final step it is only evaluated, and
 if not it is trained (train_and_evaluate resumes from its latest checkpoint) and evaluated.
 
+The classical baseline `hog_svm` (manet_jax/classical.py) runs through the same loop: it
+has 0 training steps, its "checkpoint" is <fold>/hog_svm/model.npz (fitted in seconds), and
+its fold_result.json and metrics.json carry the same fields, so it joins the same table.
+
 Each fold is evaluated at its LAST checkpoint by default: the "best" checkpoint is chosen
 by accuracy on the very test fold, which would be selection on the test set.
 """
@@ -66,14 +70,23 @@ def fold_config(config, root, variant: str, fold: int):
 
 
 def total_steps(config) -> int:
+    """Training steps of the fold's variant (0 for hog_svm, which is fitted, not stepped)."""
+    from manet_jax import classical
+
+    if config.model.variant == classical.VARIANT:
+        return 0
     from manet_jax.training import stage_steps
 
     return sum(stage_steps(config).values())
 
 
-def latest_step(workdir: Path) -> int | None:
+def latest_step(workdir: Path, variant: str | None = None) -> int | None:
+    """The last saved step, None when nothing is trained yet (hog_svm: 0 once fitted)."""
+    from manet_jax import classical
     from manet_jax.checkpoints import Checkpoints
 
+    if variant == classical.VARIANT:
+        return 0 if classical.is_fitted(workdir) else None
     if not (workdir / "checkpoints").is_dir():
         return None
     with Checkpoints(workdir / "checkpoints", read_only=True) as ckpts:
@@ -83,7 +96,7 @@ def latest_step(workdir: Path) -> int | None:
 def run_fold(config, workdir: Path, step="latest", eval_only: bool = False, batch_size: int | None = None,
              log=print) -> dict:
     """Train (unless finished) and evaluate one fold; returns and writes its fold_result.json."""
-    from manet_jax import inference, training
+    from manet_jax import classical, inference, training
 
     variant, fold, steps = config.model.variant, int(config.data.fold), total_steps(config)
     result_path = workdir / RESULT_FILE
@@ -92,7 +105,7 @@ def run_fold(config, workdir: Path, step="latest", eval_only: bool = False, batc
         if result.get("total_steps") == steps:
             log(f"{variant} fold {fold}: finished earlier ({result_path}), reused")
             return {**result, "trained": False, "evaluated": False}
-    done = latest_step(workdir)
+    done = latest_step(workdir, variant)
     trained, train_seconds = False, 0.0
     if eval_only:
         if done is None:
@@ -104,7 +117,10 @@ def run_fold(config, workdir: Path, step="latest", eval_only: bool = False, batc
     else:
         log(f"{variant} fold {fold}: training{'' if done is None else f' (resuming at step {done})'} in {workdir}")
         start = time.time()
-        training.train_and_evaluate(config, workdir)
+        if variant == classical.VARIANT:
+            classical.fit_workdir(config, workdir, log=log)
+        else:
+            training.train_and_evaluate(config, workdir)
         trained, train_seconds = True, time.time() - start
     summary = inference.evaluate_workdir(workdir, step=step, batch_size=batch_size, png=False, suffix="", log=log)
     result = {

@@ -169,6 +169,9 @@ def load_run(workdir, step: int | str = "best", config: ml_collections.ConfigDic
     """
     workdir = Path(workdir).absolute()
     config = load_config(workdir) if config is None else config
+    if config.model.variant == "hog_svm":
+        raise ValueError(f"{workdir} is a hog_svm run (HOG + linear SVM, no network): "
+                         "load it with manet_jax.classical.load_model")
     model = build_model(config.model)
     directory = workdir / "checkpoints"
     if not directory.is_dir():
@@ -258,9 +261,13 @@ def evaluate_workdir(workdir, step: int | str = "best", split: str = "test", fli
     cross-validation fold is evaluated on exactly its own test subjects. File names get
     report_suffix(...) unless `suffix` is given. Returns the summary
     written to metrics.json, with the written file paths under 'files'.
+    A hog_svm workdir goes to classical.evaluate_workdir (same fields, same report code).
     """
+    from manet_jax import classical
     from manet_jax.data import datasets
 
+    if (load_config(workdir) if config is None else config).model.variant == classical.VARIANT:
+        return classical.evaluate_workdir(workdir, step, split, flip_tta, batch_size, config, png, suffix, log)
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
     start = time.time()

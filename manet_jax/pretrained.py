@@ -234,11 +234,14 @@ def load_pretrained(
     return rebuild(new_ersnet), report
 
 
-def init_from_config(params, init_from, log: Callable[[str], Any] = print, pixel_mean=VGGFACE_MEAN_RGB):
+def init_from_config(params, init_from, log: Callable[[str], Any] = print, pixel_mean=VGGFACE_MEAN_RGB,
+                     input_scale: float = 1.0):
     """Training hook: `config.model.init_from` (path, format, layers, strict) -> params.
 
     An empty path (or init_from None) returns `params` unchanged. `layers` may be 'conv',
-    'all' or a comma-separated list of layer names (handy on the command line).
+    'all' or a comma-separated list of layer names (handy on the command line). With
+    model.input_scale s != 1 the network sees s * input, so a loaded conv1_1 kernel is divided
+    by s: conv(s x, W / s) = conv(x, W), the layer computes exactly what the file's did.
     """
     if not init_from:
         return params
@@ -258,6 +261,11 @@ def init_from_config(params, init_from, log: Callable[[str], Any] = print, pixel
         max_bytes=int(get("max_bytes", DEFAULT_MAX_BYTES) or DEFAULT_MAX_BYTES),
     )
     report.expected_mean_rgb = tuple(float(v) for v in pixel_mean)
+    if input_scale != 1.0 and "conv1_1" in report.loaded:
+        ersnet = dict(new_params["ersnet"]) if "ersnet" in new_params else dict(new_params)
+        ersnet["conv1_1"] = {**ersnet["conv1_1"], "kernel": ersnet["conv1_1"]["kernel"] / input_scale}
+        new_params = {**new_params, "ersnet": ersnet} if "ersnet" in new_params else ersnet
+        report.notes.append(f"conv1_1 kernel divided by model.input_scale={input_scale:g}")
     log(report.summary())
     return new_params
 

@@ -30,7 +30,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from manet_jax.checkpoints import Checkpoints
-from manet_jax.data import datasets, pipeline
+from manet_jax.data import datasets, pipeline, prepared
 from manet_jax.models import MANet, build_model, init_variables
 
 STAGE_PARTITION = {1: "rasnet", 2: "ersnet"}
@@ -89,19 +89,25 @@ def learning_rate_schedule(train_config, stage: int) -> optax.Schedule:
     return schedule
 
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 def make_optimizer(train_config, stage: int) -> optax.GradientTransformation:
     """Caffe-style SGD (the paper's): weight decay added to the gradient, then momentum.
 
-    'adam' (same decay, then Adam) is there for short from-scratch runs such as the CPU
-    demo, where plain SGD needs far more steps to get a 16-layer net without BN moving.
+    'adam' adds the decay to the gradient too, then Adam. Adam normalises that sum, so where
+    the loss gradient is small (a layer below a weak signal, or every layer under a
+    zero-initialised classifier) the decay alone moves each weight by the full learning rate
+    towards 0 and the network shrinks to a constant (docs/training_dynamics.md). 'adamw'
+    decouples it (Loshchilov & Hutter): weights shrink by lr x weight_decay per step,
+    whatever the gradient; use it for from-scratch runs such as the CPU demo.
     """
     t = train_config
     if t.optimizer not in OPTIMIZERS:
         raise ValueError(f"config.train.optimizer must be one of {OPTIMIZERS}, got {t.optimizer!r}")
     schedule = learning_rate_schedule(t, stage)
+    if t.optimizer == "adamw":
+        return optax.adamw(schedule, b1=t.momentum, weight_decay=t.weight_decay)
     if t.optimizer == "sgd":
         update = optax.sgd(schedule, momentum=t.momentum)
     else:
@@ -181,7 +187,8 @@ def initial_params(model: MANet, config, log=print):
     from manet_jax.pretrained import init_from_config
 
     params = init_variables(model, jax.random.fold_in(jax.random.key(config.seed), 0))["params"]
-    return init_from_config(params, config.model.get("init_from"), log=log, pixel_mean=tuple(config.data.pixel_mean))
+    return init_from_config(params, config.model.get("init_from"), log=log, pixel_mean=tuple(config.data.pixel_mean),
+                            input_scale=float(config.model.input_scale))
 
 
 def abstract_state(model: MANet, stage: int, tx, sharding) -> Any:
@@ -330,6 +337,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             f"config.model.input_size={config.model.input_size}"
         )
 
+    fingerprints = {"data_fingerprint_train": prepared.fingerprint(train_split),
+                    "data_fingerprint_test": prepared.fingerprint(test_split)}
+    progress_log(f"data: {len(train_split)} training, {len(test_split)} test examples; fingerprints "
+                 f"train {fingerprints['data_fingerprint_train']}, test {fingerprints['data_fingerprint_test']}")
+
     model = build_model(config.model)
     mesh = Mesh(np.asarray(jax.devices()), ("data",))
     replicated = NamedSharding(mesh, P())
@@ -356,6 +368,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         state = ckpts.restore(latest, abstract_state=abstract_state(model, stage, optimizers[stage], replicated))
         progress_log(f"resumed from step {latest} (stage {stage}) in {ckpts.directory}")
     metrics_log.truncate_after(latest or 0)
+    metrics_log.write(latest or 0, {"stage": stage, **fingerprints})
     final = {}
     progress = Progress(main_process and config.train.progress_bar, total_steps, latest or 0)
     try:

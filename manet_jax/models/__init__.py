@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from manet_jax.models.attention import AttentionBranch, MABlock, SqueezeExcite, WeightBranch
-from manet_jax.models.layers import compute_dtype, kernel_init
+from manet_jax.models.layers import compute_dtype, head_init, kernel_init
 from manet_jax.models.manet import VARIANT_ATTENTION, MANet
 from manet_jax.models.rasnet import RASnet
 from manet_jax.models.vgg import ERSnet
@@ -14,6 +14,8 @@ VARIANTS = tuple(VARIANT_ATTENTION)
 def build_model(model_config) -> MANet:
     """A Linen module from `config.model` (see configs/default.py for the keys)."""
     cfg = model_config
+    if not float(cfg.get("input_scale", 1.0)) > 0:
+        raise ValueError(f"model.input_scale must be > 0, got {cfg.get('input_scale')}")
     if cfg.input_size % 16:
         raise ValueError(f"model.input_size must be a multiple of 16 (V = input / 16), got {cfg.input_size}")
     return MANet(
@@ -30,6 +32,9 @@ def build_model(model_config) -> MANet:
         weight_channels=cfg.ma_weight_channels,
         dtype=compute_dtype(cfg.dtype),
         kernel_init=kernel_init(cfg.kernel_init),
+        head_init=head_init(cfg.get("head_init", "same"), kernel_init(cfg.kernel_init)),
+        input_scale=float(cfg.get("input_scale", 1.0)),
+        ma_output_scale=float(cfg.get("ma_output_scale", 1.0)),
     )
 
 

@@ -82,6 +82,10 @@ class MABlock(nn.Module):
     weight_channels: int = 128
     dtype: Any = jnp.float32
     kernel_init: Any = KERNEL_INITS["xavier"]
+    # F is multiplied by this (1 = Eq. 6). With q ~ 1/N, SE gates ~ 0.5 and masks covering
+    # part of V, F reaches conv5_1 ~8-10x weaker than V; N restores V's scale at
+    # initialisation (docs/training_dynamics.md).
+    output_scale: float = 1.0
 
     @nn.compact
     def __call__(self, v, masks):
@@ -103,4 +107,6 @@ class MABlock(nn.Module):
             self.num_regions, self.weight_pool, self.weight_channels, self.dtype, self.kernel_init, name="weights"
         )(v)
         fused = jnp.einsum("bn,bnhwc->bhwc", q.astype(features.dtype), features)
+        if self.output_scale != 1.0:
+            fused = fused * jnp.asarray(self.output_scale, fused.dtype)
         return fused, q

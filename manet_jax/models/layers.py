@@ -16,6 +16,11 @@ KERNEL_INITS = {
     "he": nn.initializers.he_normal(),
 }
 
+# fc8 (the classifier): 'same' uses model.kernel_init, as the paper; 'zeros' starts every
+# logit at 0 (loss ln C), so nothing but the labels drives the first steps (big_vision's
+# head_zeroinit); see docs/training_dynamics.md.
+HEAD_INITS = ("same", "zeros")
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -24,6 +29,13 @@ def kernel_init(name: str):
         return KERNEL_INITS[name]
     except KeyError:
         raise ValueError(f"model.kernel_init must be one of {sorted(KERNEL_INITS)}, got {name!r}") from None
+
+
+def head_init(name: str, kernel):
+    """The classifier's kernel initialiser for model.head_init."""
+    if name not in HEAD_INITS:
+        raise ValueError(f"model.head_init must be one of {HEAD_INITS}, got {name!r}")
+    return kernel if name == "same" else nn.initializers.zeros
 
 
 def compute_dtype(name: str):

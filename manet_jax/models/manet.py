@@ -39,6 +39,12 @@ class MANet(nn.Module):
     weight_channels: int = 128
     dtype: Any = jnp.float32
     kernel_init: Any = KERNEL_INITS["xavier"]
+    head_init: Any = None
+    ma_output_scale: float = 1.0
+    # Multiplies the normalised input before both sub-nets: 1 for the paper (VGG-Face weights
+    # expect 0..255 minus the mean); ~1/64 brings it to unit scale for from-scratch training
+    # with a variance-preserving init (docs/training_dynamics.md).
+    input_scale: float = 1.0
 
     @property
     def mask_size(self) -> tuple[int, int]:
@@ -69,11 +75,17 @@ class MANet(nn.Module):
             weight_channels=self.weight_channels,
             dtype=self.dtype,
             kernel_init=self.kernel_init,
+            head_init=self.head_init,
+            ma_output_scale=self.ma_output_scale,
         )
+
+    def scale_input(self, images):
+        return images if self.input_scale == 1.0 else images * jnp.asarray(self.input_scale, images.dtype)
 
     def __call__(self, images, train: bool = False, masks=None):
         """`masks` overrides RASnet's prediction (e.g. ground-truth masks for ablations)."""
         self._check_input(images)
+        images = self.scale_input(images)
         out = {}
         if self.variant == "manet":
             if masks is None:
@@ -90,7 +102,7 @@ class MANet(nn.Module):
         self._check_input(images)
         if self.variant != "manet":
             raise ValueError(f"variant {self.variant!r} has no RASnet")
-        return self.rasnet(images)
+        return self.rasnet(self.scale_input(images))
 
     def _check_input(self, images):
         if images.ndim != 4 or images.shape[1:] != (self.input_size, self.input_size, 3):

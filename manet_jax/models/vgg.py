@@ -34,6 +34,8 @@ class ERSnet(nn.Module):
     weight_channels: int = 128
     dtype: Any = jnp.float32
     kernel_init: Any = KERNEL_INITS["xavier"]
+    head_init: Any = None  # fc8's initialiser; None = kernel_init
+    ma_output_scale: float = 1.0
 
     def conv_block(self, x, block: int, convs: int, channels: int):
         for k in range(1, convs + 1):
@@ -68,7 +70,8 @@ class ERSnet(nn.Module):
             )(x)
             x = nn.relu(x)
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=self.kernel_init, name="fc8")(x)
+        logits = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=self.head_init or self.kernel_init,
+                          name="fc8")(x)
         return logits.astype(jnp.float32), extras
 
     def attend(self, v, masks, extras):
@@ -87,6 +90,7 @@ class ERSnet(nn.Module):
                 scaled(self.weight_channels, self.width_multiplier),
                 self.dtype,
                 self.kernel_init,
+                self.ma_output_scale,
                 name="ma_block",
             )(v, masks)
             extras["region_weights"] = q
