@@ -229,34 +229,48 @@ def fit_workdir(config, workdir, log=print) -> dict:
         raise ValueError(f"config.model.num_classes={config.model.num_classes} but the data set has "
                          f"{len(train.class_names)} classes {train.class_names}")
     settings, path = fit_settings(config, train), model_path(workdir)
-    if path.is_file():
-        old = load_model(path)
-        stored = {k: old.settings.get(k) for k in settings}
-        if not _same(stored, settings):
-            changed = sorted(k for k in settings if not _same({k: stored[k]}, {k: settings[k]}))
-            raise FileExistsError(f"{path} was fitted with other {changed}; delete {path.parent} to refit "
-                                  f"or use another --workdir")
-        log(f"{VARIANT}: {path} is already fitted with these settings, reused")
-        metrics.write_text_atomic(workdir / "config.json", config.to_json_best_effort(indent=2))
-        return {"train_accuracy": old.settings["train_accuracy"], "train_examples": len(train),
-                "fit_seconds": 0.0, "reused": True}
+    old = _reusable(path, settings)
     workdir.mkdir(parents=True, exist_ok=True)
     metrics.write_text_atomic(workdir / "config.json", config.to_json_best_effort(indent=2))
+    if old is not None:
+        log(f"{VARIANT}: {path} is already fitted with these settings, reused")
+        return {"train_accuracy": old.settings["train_accuracy"], "train_examples": len(train),
+                "fit_seconds": 0.0, "reused": True}
+    model = fit_split(train, settings)
+    save_model(model, path)
+    s = model.settings
+    warning = "" if s["converged"] else " (WARNING: LinearSVC did not converge; raise config.hog.max_iter)"
+    log(f"{VARIANT}: fitted on {len(train)} examples ({s['num_features']} HOG features) in {s['fit_seconds']:.1f}s, "
+        f"train accuracy {100 * s['train_accuracy']:.2f}%{warning} -> {path}")
+    return {"train_accuracy": s["train_accuracy"], "train_examples": len(train), "fit_seconds": s["fit_seconds"],
+            "reused": False}
+
+
+def _reusable(path: Path, settings: dict) -> HogSvm | None:
+    """The model at `path` if it was fitted with `settings`; None if there is none; raises otherwise."""
+    if not path.is_file():
+        return None
+    old = load_model(path)
+    stored = {k: old.settings.get(k) for k in settings}
+    if not _same(stored, settings):
+        changed = sorted(k for k in settings if not _same({k: stored[k]}, {k: settings[k]}))
+        raise FileExistsError(f"{path} was fitted with other {changed}; delete {path.parent} to refit "
+                              f"or use another --workdir")
+    return old
+
+
+def fit_split(train, settings: dict) -> HogSvm:
+    """HOG + standardisation + LinearSVC on a PreparedSplit; fit statistics go into model.settings."""
     start = time.time()
     features = hog_features(train.image, **settings["hog"])
     fitted = fit_features(features, train.label, settings["C"], settings["seed"], settings["max_iter"])
     converged = fitted.pop("converged")
     model = HogSvm(**fitted, class_names=train.class_names, image_size=train.image_size, hog=settings["hog"],
-                   settings=settings)
+                   settings=dict(settings))
     train_accuracy = float(np.mean(model.classes[model._scores(features).argmax(1)] == train.label))
-    seconds = round(time.time() - start, 3)
-    settings.update(train_accuracy=train_accuracy, fit_seconds=seconds, converged=converged,
-                    num_features=int(features.shape[1]))
-    save_model(model, path)
-    log(f"{VARIANT}: fitted on {len(train)} examples ({features.shape[1]} HOG features) in {seconds:.1f}s, "
-        f"train accuracy {100 * train_accuracy:.2f}%{'' if converged else ' (WARNING: LinearSVC did not converge; raise config.hog.max_iter)'}"
-        f" -> {path}")
-    return {"train_accuracy": train_accuracy, "train_examples": len(train), "fit_seconds": seconds, "reused": False}
+    model.settings.update(train_accuracy=train_accuracy, fit_seconds=round(time.time() - start, 3),
+                          converged=converged, num_features=int(features.shape[1]))
+    return model
 
 
 def evaluate_workdir(workdir, step="best", split: str = "test", flip_tta: bool = False, batch_size=None,

@@ -319,6 +319,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     Returns the final evaluation on the test split.
     """
+    if config.model.variant == "hog_svm":  # the classical baseline has no steps to train
+        from manet_jax import classical
+
+        return classical.train_and_evaluate(config, workdir)
     workdir = Path(workdir).absolute()  # orbax wants absolute paths
     validate_config(config)
     main_process = jax.process_index() == 0
