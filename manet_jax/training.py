@@ -420,6 +420,7 @@ def _run_stage(model, stage, state, start, end, tx, config, train_split, test_sp
         random_flip=config.data.random_flip,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        augment=config.data.augment,
     )
     window, window_start = [], time.time()
     last_eval: dict = {}
