@@ -25,9 +25,10 @@ def get_config():
     model.num_regions = 8
     model.dtype = "float32"  # compute dtype: 'float32' | 'bfloat16' (parameters stay float32)
     model.dropout_rate = 0.5
-    model.kernel_init = "xavier"  # 'xavier' (Glorot) | 'caffe_xavier' (fan_in) | 'he'
+    model.kernel_init = "xavier"  # ERSnet: "xavier" (Glorot) | "caffe_xavier" (fan_in) | "he"
+    model.rasnet_kernel_init = "xavier"  # RASnet is always trained from scratch (the paper: Xavier)
     model.head_init = "same"  # fc8: 'same' (kernel_init, the paper) | 'zeros' (logits start at 0)
-    model.input_scale = 1.0  # x normalised input; 1 = the paper's 0..255 scale (VGG-Face weights)
+    model.input_scale = 1.0  # x ERSnet's normalised input; 1 = the 0..255 scale (VGG-Face weights)
     model.fc_units = 4096  # fc6, fc7
     model.rasnet_hidden_units = 2048  # Table 1, layer 7
     model.se_reduction = 16

@@ -549,3 +549,27 @@ def test_training_starts_from_the_imported_conv_blocks(tmp_path):
     np.testing.assert_array_equal(loaded["ersnet"]["fc6"]["kernel"], scratch["ersnet"]["fc6"]["kernel"])
     for a, b in zip(jax.tree.leaves(loaded["rasnet"]), jax.tree.leaves(scratch["rasnet"]), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_input_scale_import_computes_what_the_file_computes(tmp_path, images):
+    """model.input_scale s feeds ERSnet s * x: the importer divides conv1_1 by s, exactly undoing it."""
+    from manet_jax.pretrained import init_from_config
+
+    path = tmp_path / "vgg_face_dag.pth"
+    write_pytorch(path, source_weights("pytorch", classes=CLASSES))
+    init_from = ml_collections.ConfigDict({"path": str(path), "format": "auto", "layers": "all", "strict": True})
+    outputs = {}
+    for scale in (1.0, 1 / 64):
+        cfg = get_config().model
+        cfg.variant, cfg.input_size, cfg.width_multiplier, cfg.num_classes = "vgg", SIZE, WIDTH, CLASSES
+        cfg.input_scale = scale
+        model = build_model(cfg)
+        params = model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))["params"]
+        loaded = init_from_config(params, init_from, log=lambda *_: None, input_scale=scale)
+        outputs[scale] = np.asarray(model.apply({"params": loaded}, images * 64.0)["logits"])
+    assert relative_error(outputs[1 / 64], outputs[1.0]) < 1e-5
+    # without the correction the scaled network computes something else
+    cfg.input_scale = 1 / 64
+    uncorrected = init_from_config(params, init_from, log=lambda *_: None)
+    other = np.asarray(build_model(cfg).apply({"params": uncorrected}, images * 64.0)["logits"])
+    assert relative_error(other, outputs[1.0]) > 0.1

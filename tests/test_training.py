@@ -62,6 +62,11 @@ def test_train_and_evaluate_runs_both_stages_and_logs(finished_run):
     assert all("eval_accuracy" in r for r in evals if r["stage"] == 2)
     assert 0 <= final["eval_accuracy"] <= 1 and final["eval_examples"] == 21
     assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    from manet_jax.data import datasets, prepared
+
+    train, test = datasets.load_splits(cfg, workdir, log=lambda *_: None)
+    assert records[0]["data_fingerprint_train"] == prepared.fingerprint(train)
+    assert records[0]["data_fingerprint_test"] == prepared.fingerprint(test) != prepared.fingerprint(train)
     with Checkpoints(workdir / "checkpoints", read_only=True) as ckpts:
         assert ckpts.latest_step() == 8
         assert 4 in ckpts.all_steps()  # end of stage 1 is kept (last three: 4, 6, 8)

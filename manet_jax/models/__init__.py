@@ -32,6 +32,7 @@ def build_model(model_config) -> MANet:
         weight_channels=cfg.ma_weight_channels,
         dtype=compute_dtype(cfg.dtype),
         kernel_init=kernel_init(cfg.kernel_init),
+        rasnet_kernel_init=kernel_init(cfg.get("rasnet_kernel_init", "xavier")),
         head_init=head_init(cfg.get("head_init", "same"), kernel_init(cfg.kernel_init)),
         input_scale=float(cfg.get("input_scale", 1.0)),
         ma_output_scale=float(cfg.get("ma_output_scale", 1.0)),

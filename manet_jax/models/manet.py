@@ -41,9 +41,11 @@ class MANet(nn.Module):
     kernel_init: Any = KERNEL_INITS["xavier"]
     head_init: Any = None
     ma_output_scale: float = 1.0
-    # Multiplies the normalised input before both sub-nets: 1 for the paper (VGG-Face weights
-    # expect 0..255 minus the mean); ~1/64 brings it to unit scale for from-scratch training
-    # with a variance-preserving init (docs/training_dynamics.md).
+    rasnet_kernel_init: Any = KERNEL_INITS["xavier"]
+    # Multiplies ERSnet's normalised input: 1 for the paper (VGG-Face weights expect 0..255
+    # minus the mean); ~1/64 brings it to unit scale for from-scratch training with a
+    # variance-preserving init. RASnet (3 conv layers) keeps the 0..255 scale: it learned
+    # its masks better there (docs/training_dynamics.md).
     input_scale: float = 1.0
 
     @property
@@ -61,7 +63,7 @@ class MANet(nn.Module):
                 self.width_multiplier,
                 self.rasnet_hidden_units,
                 self.dtype,
-                self.kernel_init,
+                self.rasnet_kernel_init,
             )
         self.ersnet = ERSnet(
             num_classes=self.num_classes,
@@ -85,14 +87,13 @@ class MANet(nn.Module):
     def __call__(self, images, train: bool = False, masks=None):
         """`masks` overrides RASnet's prediction (e.g. ground-truth masks for ablations)."""
         self._check_input(images)
-        images = self.scale_input(images)
         out = {}
         if self.variant == "manet":
             if masks is None:
                 masks = self.rasnet(images)
             masks = jax.lax.stop_gradient(masks)
             out["masks"] = masks
-        logits, extras = self.ersnet(images, masks, train=train)
+        logits, extras = self.ersnet(self.scale_input(images), masks, train=train)
         out["logits"] = logits
         out.update(extras)
         return out
@@ -102,7 +103,7 @@ class MANet(nn.Module):
         self._check_input(images)
         if self.variant != "manet":
             raise ValueError(f"variant {self.variant!r} has no RASnet")
-        return self.rasnet(self.scale_input(images))
+        return self.rasnet(images)
 
     def _check_input(self, images):
         if images.ndim != 4 or images.shape[1:] != (self.input_size, self.input_size, 3):
