@@ -87,8 +87,9 @@ def measure(model, params, batch, use_masks: bool):
     for path, g in flat_g.items():
         if not path.endswith("kernel"):
             continue
-        w = flat_w[path]
-        grad[path[: -len("/kernel")]] = float(jnp.linalg.norm(g) / jnp.maximum(jnp.linalg.norm(w), 1e-12))
+        w_norm = float(jnp.linalg.norm(flat_w[path]))
+        if w_norm > 0:  # a zero-initialised kernel (head_init='zeros') has no ratio
+            grad[path[: -len("/kernel")]] = float(jnp.linalg.norm(g)) / w_norm
     return {"act": act, "grad": grad, "loss": float(loss)}
 
 

@@ -15,9 +15,8 @@ own subject). Labels follow config.data.class_names, or the sorted folder names.
 No argument: the paper's CK+ recipe at 224 px (needs a GPU/TPU).
 
 `:cpu`: the demo's scale applied to real crops, for a small data set (~1,000 faces) on a
-laptop CPU: 96 px, 1/8 width, from scratch with the convergence settings of
-docs/training_dynamics.md (He init, zero-initialised classifier, unit-scale input, Adam with
-warm-up), data augmentation (crop jitter, rotation, brightness/contrast, flips), 150 RASnet +
+laptop CPU: 96 px, 1/8 width, from scratch with the demo's convergence settings
+(docs/training_dynamics.md: AdamW with warm-up, the MA output scaled by N), data augmentation (crop jitter, rotation, brightness/contrast, flips), 150 RASnet +
 300 ERSnet steps at batch 32. Expected on the synthetic stand-in set
 (`python bench/synthetic_folder.py --out=runs/synth_folder`, 1,000 faces of 100 people):
 see the README's "Your own small data set" table; the ten folds of one network variant take
@@ -47,13 +46,13 @@ def cpu(config):
     """The CPU recipe (see the module docstring)."""
     m, d, t = config.model, config.data, config.train
     m.input_size, m.width_multiplier, m.dropout_rate = 96, 0.125, 0.0
-    m.kernel_init, m.head_init, m.input_scale = "he", "zeros", 1 / 64
+    m.ma_output_scale = 8.0
     d.augment.scale, d.augment.shift, d.augment.rotate = 0.1, 0.06, 10.0
     d.augment.brightness, d.augment.contrast = 0.1, 0.2
-    t.optimizer, t.batch_size, t.eval_batch_size = "adam", 32, 100
+    t.optimizer, t.weight_decay, t.batch_size, t.eval_batch_size = "adamw", 0.01, 32, 100
     t.stage1_steps, t.stage2_steps = 150, 300
     t.stage1_learning_rate, t.stage2_learning_rate = 1e-3, 1e-3
-    t.warmup_steps, t.lr_decay_every, t.lr_decay_factor = 30, 200, 0.3
+    t.warmup_steps, t.lr_decay_every, t.lr_decay_factor = 30, 240, 0.1
     t.eval_every = t.checkpoint_every = 150
     t.log_every = 25
     return config
