@@ -13,7 +13,7 @@ docs/training_dynamics.md for the measurements behind them):
   sat at chance for hundreds of steps;
 - the MA block's output times N = 8 (model.ma_output_scale), which gives conv5_1 the scale
   of V again (q ~ 1/8, SE gates ~ 0.5 and partial masks shrink it ~10x at initialisation);
-- no dropout; 300 RASnet steps, then 1,100 ERSnet steps at batch 24, lr x0.1 after 700.
+- no dropout; 300 RASnet steps, then 1,050 ERSnet steps at batch 24, lr x0.1 after 750.
 
 Expected (2-core CPU): every seed >= 90% test accuracy, mask IoU ~0.77, under 10 minutes for
 the whole command; `python bench/demo_seeds.py` measures it, the README shows its runs.
@@ -32,9 +32,9 @@ def get_config():
     d.num_train_subjects, d.num_test_subjects = 60, 20
     t.optimizer, t.weight_decay = "adamw", 0.01
     t.batch_size, t.eval_batch_size = 24, 100
-    t.stage1_steps, t.stage2_steps = 300, 1100
+    t.stage1_steps, t.stage2_steps = 300, 1050
     t.stage1_learning_rate, t.stage2_learning_rate = 1e-3, 3e-4
-    t.warmup_steps, t.lr_decay_every = 50, 700
-    t.eval_every = t.checkpoint_every = 250
+    t.warmup_steps, t.lr_decay_every = 50, 750
+    t.eval_every = t.checkpoint_every = 525
     t.log_every = 25
     return config

@@ -28,6 +28,28 @@ class SqueezeExcite(nn.Module):
         return nn.sigmoid(s.astype(jnp.float32)).astype(x.dtype)
 
 
+class Conv1x1(nn.Module):
+    """A 1x1 convolution written as a matmul over channels, with nn.Conv's parameters.
+
+    Same names, shapes ((1, 1, C_in, C_out) kernel, bias) and initial values as
+    nn.Conv(features, (1, 1)), so checkpoints are interchangeable. Under nn.vmap (the MA
+    block's N branches) nn.Conv becomes a grouped convolution, which XLA's CPU backend runs
+    several times slower than the batched matmul this lowers to.
+    """
+
+    features: int
+    dtype: Any = jnp.float32
+    kernel_init: Any = KERNEL_INITS["xavier"]
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", self.kernel_init, (1, 1, x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        x = x.astype(self.dtype)
+        y = jnp.einsum("...c,co->...o", x, kernel[0, 0].astype(self.dtype))
+        return y + bias.astype(self.dtype)
+
+
 class AttentionBranch(nn.Module):
     """One sub-branch, Eq. 5: t = conv1x1(V * M_r); f_r = t * SE(t)."""
 
@@ -38,9 +60,7 @@ class AttentionBranch(nn.Module):
 
     @nn.compact
     def __call__(self, v, mask):
-        t = nn.Conv(self.channels, (1, 1), dtype=self.dtype, kernel_init=self.kernel_init, name="buffer")(
-            v * mask[..., None].astype(v.dtype)
-        )
+        t = Conv1x1(self.channels, self.dtype, self.kernel_init, name="buffer")(v * mask[..., None].astype(v.dtype))
         gates = SqueezeExcite(self.se_reduction, self.dtype, self.kernel_init, name="se")(t)
         return t * gates[..., None, None, :]
 
