@@ -16,8 +16,9 @@ No argument: the paper's CK+ recipe at 224 px (needs a GPU/TPU).
 
 `:cpu`: the demo's scale applied to real crops, for a small data set (~1,000 faces) on a
 laptop CPU: 96 px, 1/8 width, from scratch with the demo's convergence settings
-(docs/training_dynamics.md: AdamW with warm-up, the MA output scaled by N), data augmentation (crop jitter, rotation, brightness/contrast, flips), 150 RASnet +
-300 ERSnet steps at batch 32. Expected on the synthetic stand-in set
+(docs/training_dynamics.md: AdamW with warm-up, the MA output scaled by N), data
+augmentation (crop jitter, rotation, brightness/contrast, flips), 150 RASnet + 400 ERSnet
+steps at batch 24 (lr x0.1 after 300). Expected on the synthetic stand-in set
 (`python bench/synthetic_folder.py --out=runs/synth_folder`, 1,000 faces of 100 people):
 see the README's "Your own small data set" table; the ten folds of one network variant take
 about 15 minutes on 2 cores (hog_svm: seconds).
@@ -49,10 +50,10 @@ def cpu(config):
     m.ma_output_scale = 8.0
     d.augment.scale, d.augment.shift, d.augment.rotate = 0.1, 0.06, 10.0
     d.augment.brightness, d.augment.contrast = 0.1, 0.2
-    t.optimizer, t.weight_decay, t.batch_size, t.eval_batch_size = "adamw", 0.01, 32, 100
-    t.stage1_steps, t.stage2_steps = 150, 300
-    t.stage1_learning_rate, t.stage2_learning_rate = 1e-3, 1e-3
-    t.warmup_steps, t.lr_decay_every, t.lr_decay_factor = 30, 240, 0.1
-    t.eval_every = t.checkpoint_every = 150
+    t.optimizer, t.weight_decay, t.batch_size, t.eval_batch_size = "adamw", 0.01, 24, 100
+    t.stage1_steps, t.stage2_steps = 150, 400
+    t.stage1_learning_rate, t.stage2_learning_rate = 1e-3, 3e-4
+    t.warmup_steps, t.lr_decay_every, t.lr_decay_factor = 30, 300, 0.1
+    t.eval_every = t.checkpoint_every = 200
     t.log_every = 25
     return config

@@ -115,3 +115,21 @@ def test_fingerprint_is_sha256_of_the_arrays_and_sees_one_pixel(tmp_path):
     assert prepared.fingerprint(split) == digest.hexdigest()[:16]
     image[1, 3, 4, 2] ^= 1
     assert prepared.fingerprint(_split(tmp_path / "b", image)) != prepared.fingerprint(split)
+
+
+def test_config_arguments_select_recipes_and_paper_configs_keep_the_paper():
+    from configs import ck, folder, raf, synthetic
+
+    cpu = folder.get_config("cpu")
+    assert (cpu.model.input_size, cpu.model.width_multiplier, cpu.train.optimizer) == (96, 0.125, "adamw")
+    assert cpu.data.augment.rotate > 0 and cpu.data.augment.shift > 0 and cpu.model.ma_output_scale == 8
+    with pytest.raises(ValueError, match="'paper' or 'cpu'"):
+        folder.get_config("gpu")
+    assert ck.get_config("3").data.fold == 3
+    for paper in (get_config(), ck.get_config("1"), raf.get_config(), folder.get_config()):
+        m, t, a = paper.model, paper.train, paper.data.augment
+        assert (m.kernel_init, m.rasnet_kernel_init, m.head_init) == ("xavier", "xavier", "same")
+        assert (m.input_scale, m.ma_output_scale, t.optimizer, t.warmup_steps) == (1.0, 1.0, "sgd", 0)
+        assert all(a[k] == 0 for k in a)
+    demo = synthetic.get_config()
+    assert (demo.train.optimizer, demo.model.ma_output_scale, demo.model.kernel_init) == ("adamw", 8.0, "xavier")
