@@ -18,10 +18,9 @@ No argument: the paper's CK+ recipe at 224 px (needs a GPU/TPU).
 laptop CPU: 96 px, 1/8 width, from scratch with the demo's convergence settings
 (docs/training_dynamics.md: AdamW with warm-up, the MA output scaled by N), data
 augmentation (crop jitter, rotation, brightness/contrast, flips), 150 RASnet + 400 ERSnet
-steps at batch 24 (lr x0.1 after 300). Expected on the synthetic stand-in set
-(`python bench/synthetic_folder.py --out=runs/synth_folder`, 1,000 faces of 100 people):
-see the README's "Your own small data set" table; the ten folds of one network variant take
-about 15 minutes on 2 cores (hog_svm: seconds).
+steps at batch 24 (lr x0.1 after 300), ~2.5 min per fold on 2 cores. NOT YET GOOD ENOUGH:
+on the hard synthetic stand-in set (`python bench/synthetic_folder.py --out=runs/synth_folder`)
+fold 1 gives manet 38%, vgg 40% against hog_svm's 63% (README, "Status of folder.py:cpu").
 """
 
 from configs import default
