@@ -133,3 +133,22 @@ def test_config_arguments_select_recipes_and_paper_configs_keep_the_paper():
         assert all(a[k] == 0 for k in a)
     demo = synthetic.get_config()
     assert (demo.train.optimizer, demo.model.ma_output_scale, demo.model.kernel_init) == ("adamw", 8.0, "xavier")
+
+
+def test_group_norm_normalises_each_conv_over_8_channel_groups_and_is_off_in_the_paper(images):
+    assert get_config().model.norm == "none"
+    model = build_model(tiny_model_config("vgg", norm="group"))
+    variables = model.init(jax.random.key(0), images)
+    assert "conv3_2_norm" in variables["params"]["ersnet"]
+    assert "conv3_2_norm" not in build_model(tiny_model_config("vgg")).init(jax.random.key(0), images)["params"]["ersnet"]
+    _, state = model.apply(variables, images, capture_intermediates=True, mutable=["intermediates"])
+    inter = state["intermediates"]["ersnet"]
+    conv = np.asarray(inter["conv2_1"]["__call__"][0], np.float64)  # (B, H, W, C)
+    b, h, w, c = conv.shape
+    grouped = conv.reshape(b, h, w, 8, c // 8)
+    mean = grouped.mean(axis=(1, 2, 4), keepdims=True)
+    var = grouped.var(axis=(1, 2, 4), keepdims=True)
+    expected = ((grouped - mean) / np.sqrt(var + 1e-6)).reshape(b, h, w, c)  # scale 1, bias 0 at init
+    np.testing.assert_allclose(inter["conv2_1_norm"]["__call__"][0], expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="model.norm"):
+        build_model(tiny_model_config("vgg", norm="batch")).init(jax.random.key(0), images)

@@ -36,6 +36,7 @@ def build_model(model_config) -> MANet:
         head_init=head_init(cfg.get("head_init", "same"), kernel_init(cfg.kernel_init)),
         input_scale=float(cfg.get("input_scale", 1.0)),
         ma_output_scale=float(cfg.get("ma_output_scale", 1.0)),
+        norm=str(cfg.get("norm", "none")),
     )
 
 

@@ -41,6 +41,7 @@ class MANet(nn.Module):
     kernel_init: Any = KERNEL_INITS["xavier"]
     head_init: Any = None
     ma_output_scale: float = 1.0
+    norm: str = "none"
     rasnet_kernel_init: Any = KERNEL_INITS["xavier"]
     # Multiplies ERSnet's normalised input: 1 for the paper (VGG-Face weights expect 0..255
     # minus the mean); ~1/64 brings it to unit scale for from-scratch training with a
@@ -79,6 +80,7 @@ class MANet(nn.Module):
             kernel_init=self.kernel_init,
             head_init=self.head_init,
             ma_output_scale=self.ma_output_scale,
+            norm=self.norm,
         )
 
     def scale_input(self, images):

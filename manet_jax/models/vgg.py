@@ -36,6 +36,7 @@ class ERSnet(nn.Module):
     kernel_init: Any = KERNEL_INITS["xavier"]
     head_init: Any = None  # fc8's initialiser; None = kernel_init
     ma_output_scale: float = 1.0
+    norm: str = "none"  # 'none' (the paper) | 'group': GroupNorm after every conv (from-scratch option)
 
     def conv_block(self, x, block: int, convs: int, channels: int):
         for k in range(1, convs + 1):
@@ -47,6 +48,10 @@ class ERSnet(nn.Module):
                 kernel_init=self.kernel_init,
                 name=f"conv{block}_{k}",
             )(x)
+            if self.norm == "group":
+                x = nn.GroupNorm(num_groups=min(8, x.shape[-1]), dtype=self.dtype, name=f"conv{block}_{k}_norm")(x)
+            elif self.norm != "none":
+                raise ValueError(f"model.norm must be 'none' or 'group', got {self.norm!r}")
             x = nn.relu(x)
         return x
 
