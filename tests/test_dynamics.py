@@ -121,7 +121,8 @@ def test_config_arguments_select_recipes_and_paper_configs_keep_the_paper():
     from configs import ck, folder, raf, synthetic
 
     cpu = folder.get_config("cpu")
-    assert (cpu.model.input_size, cpu.model.width_multiplier, cpu.train.optimizer) == (96, 0.125, "adamw")
+    assert (cpu.model.input_size, cpu.model.width_multiplier, cpu.train.optimizer) == (64, 0.125, "adamw")
+    assert cpu.model.rasnet_input_size == 96  # Table 1's RASnet needs >= 87 px
     assert cpu.data.augment.rotate > 0 and cpu.data.augment.shift > 0 and cpu.model.ma_output_scale == 8
     with pytest.raises(ValueError, match="'paper' or 'cpu'"):
         folder.get_config("gpu")
@@ -130,6 +131,7 @@ def test_config_arguments_select_recipes_and_paper_configs_keep_the_paper():
         m, t, a = paper.model, paper.train, paper.data.augment
         assert (m.kernel_init, m.rasnet_kernel_init, m.head_init) == ("xavier", "xavier", "same")
         assert (m.input_scale, m.ma_output_scale, t.optimizer, t.warmup_steps) == (1.0, 1.0, "sgd", 0)
+        assert m.rasnet_input_size == 0 and m.norm == "none"
         assert all(a[k] == 0 for k in a)
     demo = synthetic.get_config()
     assert (demo.train.optimizer, demo.model.ma_output_scale, demo.model.kernel_init) == ("adamw", 8.0, "xavier")

@@ -234,3 +234,33 @@ def test_masks_are_cut_from_rasnet_gradients(tiny_model_config):
     grads = jax.jit(jax.grad(lambda p: model.apply({"params": p}, images)["logits"].sum()))(params)
     assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grads["rasnet"]))
     assert any(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads["ersnet"]))
+
+
+def test_rasnet_input_size_feeds_rasnet_the_resized_face(tiny_model_config):
+    """A 64-px ERSnet (too small for Table 1) with model.rasnet_input_size=96: RASnet sees the
+    face bilinearly resized to 96 px, and its masks still have ERSnet's pool4 size (4 x 4)."""
+    tiny_model_config.input_size, tiny_model_config.rasnet_input_size = 64, 96
+    model = build_model(tiny_model_config)
+    rng = np.random.default_rng(1)
+    images = rng.normal(0, 60, (2, 64, 64, 3)).astype(np.float32)
+    variables = init_variables(model, jax.random.key(0))
+    out = model.apply(variables, jnp.asarray(images))
+    assert out["masks"].shape == (2, 8, 4, 4) and out["logits"].shape == (2, 7)
+    # Reference: bilinear resize by separable 1-D interpolation in numpy (half-pixel centres,
+    # no antialiasing when upsampling), then RASnet applied on its own.
+    def interp_matrix(n_in, n_out):
+        centres = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+        m = np.zeros((n_out, n_in))
+        for i, c in enumerate(np.clip(centres, 0, n_in - 1)):
+            lo = int(np.floor(c)); hi = min(lo + 1, n_in - 1)
+            m[i, lo] += 1 - (c - lo); m[i, hi] += c - lo
+        return m
+    w = interp_matrix(64, 96)
+    resized = np.einsum("yi,bijc,xj->byxc", w, images, w).astype(np.float32)
+    from manet_jax.models import RASnet
+    ref = RASnet(8, (4, 4), tiny_model_config.width_multiplier, tiny_model_config.rasnet_hidden_units).apply(
+        {"params": variables["params"]["rasnet"]}, jnp.asarray(resized))
+    np.testing.assert_allclose(np.asarray(out["masks"]), np.asarray(ref), atol=2e-5)
+    tiny_model_config.rasnet_input_size = -1
+    with pytest.raises(ValueError, match="model.rasnet_input_size"):
+        build_model(tiny_model_config)

@@ -16,6 +16,8 @@ def build_model(model_config) -> MANet:
     cfg = model_config
     if not float(cfg.get("input_scale", 1.0)) > 0:
         raise ValueError(f"model.input_scale must be > 0, got {cfg.get('input_scale')}")
+    if int(cfg.get("rasnet_input_size", 0)) < 0:
+        raise ValueError(f"model.rasnet_input_size must be 0 (= input_size) or a size, got {cfg.rasnet_input_size}")
     if cfg.input_size % 16:
         raise ValueError(f"model.input_size must be a multiple of 16 (V = input / 16), got {cfg.input_size}")
     return MANet(
@@ -37,6 +39,7 @@ def build_model(model_config) -> MANet:
         input_scale=float(cfg.get("input_scale", 1.0)),
         ma_output_scale=float(cfg.get("ma_output_scale", 1.0)),
         norm=str(cfg.get("norm", "none")),
+        rasnet_input_size=int(cfg.get("rasnet_input_size", 0)),
     )
 
 

@@ -48,6 +48,9 @@ class MANet(nn.Module):
     # variance-preserving init. RASnet (3 conv layers) keeps the 0..255 scale: it learned
     # its masks better there (docs/training_dynamics.md).
     input_scale: float = 1.0
+    # RASnet's Table 1 layers need >= 87 px; a smaller ERSnet input (a CPU recipe) can give
+    # RASnet the same face resized to this size (0 = input_size, the paper).
+    rasnet_input_size: int = 0
 
     @property
     def mask_size(self) -> tuple[int, int]:
@@ -92,7 +95,7 @@ class MANet(nn.Module):
         out = {}
         if self.variant == "manet":
             if masks is None:
-                masks = self.rasnet(images)
+                masks = self.rasnet(self.rasnet_input(images))
             masks = jax.lax.stop_gradient(masks)
             out["masks"] = masks
         logits, extras = self.ersnet(self.scale_input(images), masks, train=train)
@@ -105,7 +108,14 @@ class MANet(nn.Module):
         self._check_input(images)
         if self.variant != "manet":
             raise ValueError(f"variant {self.variant!r} has no RASnet")
-        return self.rasnet(images)
+        return self.rasnet(self.rasnet_input(images))
+
+    def rasnet_input(self, images):
+        """The face as RASnet sees it: resized (bilinear) when model.rasnet_input_size is set."""
+        size = self.rasnet_input_size
+        if not size or size == self.input_size:
+            return images
+        return jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), "bilinear")
 
     def _check_input(self, images):
         if images.ndim != 4 or images.shape[1:] != (self.input_size, self.input_size, 3):
