@@ -51,9 +51,9 @@ def cpu(config):
     d.augment.scale, d.augment.shift, d.augment.rotate = 0.1, 0.06, 10.0
     d.augment.brightness, d.augment.contrast = 0.1, 0.2
     t.optimizer, t.weight_decay, t.batch_size, t.eval_batch_size = "adamw", 0.01, 24, 100
-    t.stage1_steps, t.stage2_steps = 150, 1200
+    t.stage1_steps, t.stage2_steps = 150, 1600
     t.stage1_learning_rate, t.stage2_learning_rate = 1e-3, 3e-4
-    t.warmup_steps, t.lr_decay_every, t.lr_decay_factor = 30, 900, 0.1
+    t.warmup_steps, t.lr_decay_every, t.lr_decay_factor = 30, 1200, 0.1
     t.eval_every = t.checkpoint_every = 400
     t.log_every = 25
     return config
