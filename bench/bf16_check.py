@@ -51,7 +51,7 @@ def main(_):
 
     masks = regions.region_masks(faces["landmarks68"], (s, s), models["float32"].mask_size, cfg.model.region_sizes)
     for dtype, model in models.items():
-        tx = training.make_optimizer(cfg.train, 2)
+        tx, _ = training.make_optimizer(cfg.train, 2)
         state = training.init_state(model, 0, 2, tx, params=jax.tree.map(jnp.copy, params))
         step = jax.jit(training.make_train_step(model, 2, tx), donate_argnums=0)
         losses, start = [], time.perf_counter()

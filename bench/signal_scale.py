@@ -120,7 +120,7 @@ def main(argv):
         config.model.variant = variant
         model = build_model(config.model)
         params = init_variables(model, jax.random.fold_in(jax.random.key(config.seed), 0))["params"]
-        tx = training.make_optimizer(config.train, 2)
+        tx, _ = training.make_optimizer(config.train, 2)
         use_masks = variant == "manet"
         probe = pipeline.make_examples(train_split, np.arange(config.train.batch_size), None, model.mask_size,
                                        config.model.region_sizes, tuple(config.data.pixel_mean))

@@ -41,7 +41,7 @@ def main(_):
     }
     batch = jax.device_put(batch)
     for stage in training.stage_steps(cfg):
-        tx = training.make_optimizer(cfg.train, stage)
+        tx, _ = training.make_optimizer(cfg.train, stage)
         state = training.init_state(model, 0, stage, tx)
         step = jax.jit(training.make_train_step(model, stage, tx), donate_argnums=0)
         start = time.perf_counter()

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from manet_jax import metrics, preprocess
+from manet_jax import evaluation, metrics, preprocess
 from manet_jax.checkpoints import Checkpoints
 from manet_jax.models import MANet, build_model
 
@@ -79,12 +79,8 @@ def _jitted_forward(model: MANet):
 
 def _forward_fn(model: MANet):
     def forward(params, images, flip_tta: bool):
-        out = dict(model.apply({"params": params}, images))
-        log_probs = jax.nn.log_softmax(out["logits"], axis=-1)
+        out, log_probs = evaluation.class_log_probs(model, params, images, flip_tta)
         if flip_tta:
-            mirrored = model.apply({"params": params}, images[:, :, ::-1, :])["logits"]
-            both = jnp.stack([log_probs, jax.nn.log_softmax(mirrored, axis=-1)])
-            log_probs = jax.nn.logsumexp(both, axis=0) - jnp.log(2.0)  # log of the mean softmax, stably
             out["logits"] = log_probs
         out["probabilities"] = jnp.exp(log_probs)
         return out
@@ -198,38 +194,16 @@ def load_run(workdir, step: int | str = "best", config: ml_collections.ConfigDic
 
 # ----------------------------------------------------------------------------- a split
 def predict_split(run: Run, split, batch_size: int | None = None, flip_tta: bool = False) -> dict[str, np.ndarray]:
-    """Predictions for every example of a PreparedSplit exactly once, in split order.
-
-    Batches have one fixed size (the last is zero-padded and the padding dropped), so the
-    forward pass compiles once. Returns `logits`, `probabilities`, `prediction`, `label`
-    and `subject_id`.
-    """
-    n = len(split)
-    if n == 0:
-        raise ValueError(f"the split at {split.path} is empty")
+    """Predictions for every example of a PreparedSplit exactly once, in split order
+    (evaluation.predict_split, the path training's evaluation takes too): `logits`,
+    `probabilities`, `prediction`, `label`, `subject_id`, and per-example `loss` (and
+    `mask_iou` for manet)."""
     if split.image_size != run.model.input_size:
         raise ValueError(
             f"{split.path} holds {split.image_size}px images but the model of {run.workdir} takes "
             f"{run.model.input_size}px"
         )
-    batch_size = int(batch_size or run.config.train.eval_batch_size)
-    logits, probabilities = [], []
-    for start in range(0, n, batch_size):
-        chunk = np.asarray(split.image[start : start + batch_size])
-        real = len(chunk)
-        if real < batch_size:
-            chunk = np.concatenate([chunk, np.zeros((batch_size - real, *chunk.shape[1:]), chunk.dtype)])
-        out = run.predict(chunk, flip_tta=flip_tta)
-        logits.append(out["logits"][:real])
-        probabilities.append(out["probabilities"][:real])
-    probabilities = np.concatenate(probabilities)
-    return {
-        "logits": np.concatenate(logits),
-        "probabilities": probabilities,
-        "prediction": np.argmax(probabilities, axis=-1).astype(np.int32),
-        "label": np.asarray(split.label, np.int32),
-        "subject_id": np.asarray(split.subject_id, np.int32),
-    }
+    return evaluation.predict_split(run.model, run.params, split, run.config, flip_tta=flip_tta, batch_size=batch_size)
 
 
 def evaluate_split(run: Run, split, batch_size: int | None = None, flip_tta: bool = False) -> tuple[dict, dict]:

@@ -31,6 +31,7 @@ from jax.sharding import PartitionSpec as P
 
 from manet_jax.checkpoints import Checkpoints
 from manet_jax.data import datasets, pipeline, prepared
+from manet_jax.evaluation import evaluate, mask_errors
 from manet_jax.models import MANet, build_model, init_variables
 
 STAGE_PARTITION = {1: "rasnet", 2: "ersnet"}
@@ -38,21 +39,13 @@ STAGE_PARTITION = {1: "rasnet", 2: "ersnet"}
 
 # ----------------------------------------------------------------------------- losses
 def mask_loss(predicted, target):
-    """Eq. 2-3: squared error summed over regions and cells, averaged over the batch."""
-    return jnp.mean(jnp.sum(jnp.square(predicted - target), axis=(1, 2, 3)))
+    """Eq. 2-3, averaged over the batch."""
+    return jnp.mean(mask_errors(predicted, target))
 
 
 def cross_entropy(logits, labels):
     """Eq. 7, averaged over the batch."""
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
-
-
-def mask_iou(predicted, target, threshold: float = 0.5):
-    """Per-example IoU of the binarised masks, averaged over regions: (B, N, A, B) -> (B,)."""
-    p, t = predicted > threshold, target > 0.5
-    inter = jnp.sum(p & t, axis=(2, 3))
-    union = jnp.sum(p | t, axis=(2, 3))
-    return jnp.mean(jnp.where(union > 0, inter / jnp.maximum(union, 1), 1.0), axis=1)
 
 
 # -------------------------------------------------------------------------- schedule
@@ -92,9 +85,10 @@ def learning_rate_schedule(train_config, stage: int) -> optax.Schedule:
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
-def make_optimizer(train_config, stage: int) -> optax.GradientTransformation:
-    """Caffe-style SGD (the paper's): weight decay added to the gradient, then momentum.
+def make_optimizer(train_config, stage: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """(tx, its learning-rate schedule) for `stage`; the loop logs the schedule it trains with.
 
+    'sgd' is Caffe's (the paper's): weight decay added to the gradient, then momentum.
     'adam' adds the decay to the gradient too, then Adam. Adam normalises that sum, so where
     the loss gradient is small (a layer below a weak signal, or every layer under a
     zero-initialised classifier) the decay alone moves each weight by the full learning rate
@@ -107,12 +101,12 @@ def make_optimizer(train_config, stage: int) -> optax.GradientTransformation:
         raise ValueError(f"config.train.optimizer must be one of {OPTIMIZERS}, got {t.optimizer!r}")
     schedule = learning_rate_schedule(t, stage)
     if t.optimizer == "adamw":
-        return optax.adamw(schedule, b1=t.momentum, weight_decay=t.weight_decay)
+        return optax.adamw(schedule, b1=t.momentum, weight_decay=t.weight_decay), schedule
     if t.optimizer == "sgd":
         update = optax.sgd(schedule, momentum=t.momentum)
     else:
         update = optax.adam(schedule, b1=t.momentum)
-    return optax.chain(optax.add_decayed_weights(t.weight_decay), update)
+    return optax.chain(optax.add_decayed_weights(t.weight_decay), update), schedule
 
 
 # ------------------------------------------------------------------------------ steps
@@ -135,51 +129,29 @@ def make_train_step(model: MANet, stage: int, tx: optax.GradientTransformation) 
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params[part])
         updates, opt_state = tx.update(grads, state["opt_state"], params[part])
-        new_state = {
-            "params": {**params, part: optax.apply_updates(params[part], updates)},
-            "opt_state": opt_state,
-            "step": state["step"] + 1,
-            "rng": state["rng"],
-        }
-        return new_state, {"loss": loss, **aux}
+        new_params = {**params, part: optax.apply_updates(params[part], updates)}
+        return train_state(new_params, opt_state, state["step"] + 1, state["rng"]), {"loss": loss, **aux}
 
     return train_step
 
 
-def make_eval_step(model: MANet, stage: int) -> Callable:
-    """(params, batch) -> sums over the valid examples of the batch."""
-
-    def eval_step(params, batch):
-        valid = batch["valid"]
-        sums = {"count": jnp.sum(valid)}
-        if stage == 1:
-            masks = model.apply({"params": params}, batch["image"], method=MANet.predict_masks)
-            sums["mask_loss"] = jnp.sum(jnp.sum(jnp.square(masks - batch["masks"]), axis=(1, 2, 3)) * valid)
-        else:
-            out = model.apply({"params": params}, batch["image"])
-            losses = optax.softmax_cross_entropy_with_integer_labels(out["logits"], batch["label"])
-            sums["loss"] = jnp.sum(losses * valid)
-            sums["correct"] = jnp.sum((jnp.argmax(out["logits"], -1) == batch["label"]) * valid)
-            masks = out.get("masks")
-        if masks is not None:
-            sums["mask_iou"] = jnp.sum(mask_iou(masks, batch["masks"]) * valid)
-        return sums
-
-    return eval_step
-
-
 # ------------------------------------------------------------------------------ state
-def init_state(model: MANet, seed: int, stage: int, tx: optax.GradientTransformation, params=None) -> dict:
-    """A fresh state for `stage` (params initialised from `seed` unless given)."""
+def train_state(params, opt_state, step, rng) -> dict:
+    """The one training state, built here only: init, restore target and step all use it.
+
+    A plain dict of arrays (rng as raw key data, not a key object) so orbax stores it as is.
+    """
+    return {"params": params, "opt_state": opt_state, "step": step, "rng": rng}
+
+
+def init_state(model: MANet, seed: int, stage: int, tx: optax.GradientTransformation, params=None,
+               step: int = 0) -> dict:
+    """A fresh state for `stage` at global `step` (params initialised from `seed` unless given)."""
     key = jax.random.key(seed)
     if params is None:
         params = init_variables(model, jax.random.fold_in(key, 0))["params"]
-    return {
-        "params": params,
-        "opt_state": tx.init(params[STAGE_PARTITION[stage]]),
-        "step": jnp.zeros((), jnp.int32),
-        "rng": jax.random.key_data(jax.random.fold_in(key, 1)),
-    }
+    opt_state = tx.init(params[STAGE_PARTITION[stage]])
+    return train_state(params, opt_state, jnp.asarray(step, jnp.int32), jax.random.key_data(jax.random.fold_in(key, 1)))
 
 
 def initial_params(model: MANet, config, log=print):
@@ -193,13 +165,9 @@ def initial_params(model: MANet, config, log=print):
 
 def abstract_state(model: MANet, stage: int, tx, sharding) -> Any:
     """The state's shapes and dtypes for `stage`, placed by `sharding` (the restore target)."""
-    def init(key):
-        images = jnp.zeros((1, model.input_size, model.input_size, 3), jnp.float32)
-        params = model.init(key, images)["params"]
-        return {"params": params, "opt_state": tx.init(params[STAGE_PARTITION[stage]]),
-                "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(key)}
-
-    state = jax.eval_shape(init, jax.random.key(0))
+    images = jax.ShapeDtypeStruct((1, model.input_size, model.input_size, 3), jnp.float32)
+    params = jax.eval_shape(model.init, jax.random.key(0), images)["params"]
+    state = jax.eval_shape(lambda p: init_state(model, 0, stage, tx, p), params)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), state)
 
 
@@ -243,7 +211,7 @@ class MetricsLog:
 
 
 class Progress:
-    """A tqdm bar on the main process (steps/s, ETA, loss); silent elsewhere."""
+    """A tqdm bar on the main process (steps/s, ETA, last logged loss); silent elsewhere."""
 
     def __init__(self, enabled: bool, total: int, initial: int):
         self.bar = None
@@ -252,11 +220,13 @@ class Progress:
 
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=1.0)
 
-    def update(self, stage: int, loss: float | None) -> None:
+    def update(self) -> None:
         if self.bar is not None:
             self.bar.update(1)
-            if loss is not None:
-                self.bar.set_postfix_str(f"stage {stage} loss {loss:.4f}", refresh=False)
+
+    def show(self, stage: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"stage {stage} loss {loss:.4f}", refresh=False)
 
     def write(self, text: str) -> None:
         if self.bar is not None:
@@ -267,6 +237,47 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class TrainWindow:
+    """Train metrics since the last log line, kept on the device so that steps never wait for
+    the host; read back (and checked for NaN/inf) at log lines and before every checkpoint."""
+
+    def __init__(self, stage: int, schedule: optax.Schedule, start: int):
+        self.stage, self.schedule, self.start = stage, schedule, start
+        self.metrics, self.started = [], time.time()
+
+    def add(self, metrics) -> None:
+        self.metrics.append(metrics)
+
+    def check_finite(self, step: int, ckpts: Checkpoints, params=None) -> list[dict]:
+        """The window's values; raises FloatingPointError at a non-finite loss (or parameter)."""
+        values = [{k: float(v) for k, v in m.items()} for m in jax.device_get(self.metrics)]
+        first = step - len(values) + 1
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v["loss"])), None)
+        where = f"loss is {values[bad]['loss']} at step {first + bad}" if bad is not None else None
+        if where is None and params is not None and not all_finite(params):
+            where = f"the parameters are not finite after step {step}"
+        if where is not None:
+            latest = ckpts.latest_step()
+            kept = (f"the last good checkpoint (step {latest}) in {ckpts.directory} is intact" if latest is not None
+                    else f"no checkpoint had been saved yet in {ckpts.directory}")
+            raise FloatingPointError(f"{where} (stage {self.stage}); stopping: {kept}")
+        return values
+
+    def flush(self, step: int, ckpts: Checkpoints) -> dict:
+        """The window's mean metrics with stage, lr and steps/s; starts a new window."""
+        values = self.check_finite(step, ckpts)
+        logged = {k: float(np.mean([v[k] for v in values])) for k in values[0]}
+        elapsed = time.time() - self.started
+        logged.update(stage=self.stage, lr=float(self.schedule(step - self.start - 1)),
+                      steps_per_sec=len(values) / max(elapsed, 1e-9))
+        self.metrics, self.started = [], time.time()
+        return logged
+
+
+def all_finite(tree) -> bool:
+    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree))
 
 
 def validate_config(config) -> None:
@@ -290,30 +301,6 @@ def _place(batch: dict, sharding) -> dict:
 
 
 # ------------------------------------------------------------------------------ main
-def evaluate(model, stage, params, split, config, data_sharding, eval_step=None) -> dict:
-    """Metrics over every example of `split` (padding excluded)."""
-    eval_step = eval_step or jax.jit(make_eval_step(model, stage))
-    totals: dict[str, float] = {}
-    for batch in pipeline.eval_batches(
-        split,
-        global_batch_size=config.train.eval_batch_size,
-        mask_size=model.mask_size,
-        region_sizes=config.model.region_sizes,
-        pixel_mean=tuple(config.data.pixel_mean),
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    ):
-        sums = jax.device_get(eval_step(params, _place(batch, data_sharding)))
-        for k, v in sums.items():
-            totals[k] = totals.get(k, 0.0) + float(v)
-    count = totals.pop("count")
-    out = {"eval_examples": int(count)}
-    names = {"correct": "eval_accuracy", "loss": "eval_loss", "mask_iou": "eval_mask_iou", "mask_loss": "eval_mask_loss"}
-    for k, v in totals.items():
-        out[names[k]] = v / count
-    return out
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Train every stage of config.model.variant, resuming from <workdir>/checkpoints.
 
@@ -325,73 +312,75 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         return classical.train_and_evaluate(config, workdir)
     workdir = Path(workdir).absolute()  # orbax wants absolute paths
     validate_config(config)
+    if (workdir / "hog_svm").exists():
+        raise ValueError(f"{workdir} holds a hog_svm fit ({workdir / 'hog_svm'}); train "
+                         f"{config.model.variant!r} in another --workdir")
     main_process = jax.process_index() == 0
+    log = print if main_process else (lambda *_: None)
+    t = config.train
+
+    # ------------------------------------------------------------------- data
     workdir.mkdir(parents=True, exist_ok=True)
-    progress_log = print if main_process else (lambda *_: None)
-
-    train_split, test_split = datasets.load_splits(config, workdir, log=progress_log)
-    if len(train_split.class_names) != config.model.num_classes:
-        raise ValueError(
-            f"config.model.num_classes={config.model.num_classes} but the data set has "
-            f"{len(train_split.class_names)} classes {train_split.class_names}"
-        )
-    if train_split.image_size != config.model.input_size:
-        raise ValueError(
-            f"prepared images are {train_split.image_size}x{train_split.image_size} but "
-            f"config.model.input_size={config.model.input_size}"
-        )
-
+    train_split, test_split = datasets.load_splits(config, workdir, log=log)
+    check_data_fits_model(config, train_split)
     fingerprints = {"data_fingerprint_train": prepared.fingerprint(train_split),
                     "data_fingerprint_test": prepared.fingerprint(test_split)}
-    progress_log(f"data: {len(train_split)} training, {len(test_split)} test examples; fingerprints "
-                 f"train {fingerprints['data_fingerprint_train']}, test {fingerprints['data_fingerprint_test']}")
+    log(f"data: {len(train_split)} training, {len(test_split)} test examples; fingerprints "
+        f"train {fingerprints['data_fingerprint_train']}, test {fingerprints['data_fingerprint_test']}")
 
+    # ------------------------------------------------------------------- model, mesh, schedule
     model = build_model(config.model)
     mesh = Mesh(np.asarray(jax.devices()), ("data",))
-    replicated = NamedSharding(mesh, P())
-    data_sharding = NamedSharding(mesh, P("data"))
-    optimizers = {stage: make_optimizer(config.train, stage) for stage in (1, 2)}
+    replicated, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     bounds = stage_bounds(config)
-    total_steps = max(end for _, end in bounds.values())
-    meta_base = {"variant": config.model.variant, "config": json.loads(config.to_json_best_effort())}
-    if main_process:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    meta = {"variant": config.model.variant, "config": json.loads(config.to_json_best_effort())}
 
-    ckpts = Checkpoints(workdir / "checkpoints", max_to_keep=config.train.keep_checkpoints)
+    # ------------------------------------------------------------------- restore (or start)
+    ckpts = Checkpoints(workdir / "checkpoints", max_to_keep=t.keep_checkpoints)
+    resumed = ckpts.latest_step() or 0
+    stage, state = restore_state(ckpts, model, config, replicated, log)
+    if main_process:  # only now: a run refused above leaves the workdir as it was
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     metrics_log = MetricsLog(workdir, enabled=main_process)
-    state, stage = None, min(bounds)
-    latest = ckpts.latest_step()
-    if latest is not None:
-        meta = ckpts.restore_meta(latest)
-        if meta.get("variant") != config.model.variant:
-            raise ValueError(
-                f"{ckpts.directory} holds a {meta.get('variant')!r} run but config.model.variant is "
-                f"{config.model.variant!r}; use another --workdir"
-            )
-        stage = int(meta["stage"])
-        state = ckpts.restore(latest, abstract_state=abstract_state(model, stage, optimizers[stage], replicated))
-        progress_log(f"resumed from step {latest} (stage {stage}) in {ckpts.directory}")
-    metrics_log.truncate_after(latest or 0)
-    metrics_log.write(latest or 0, {"stage": stage, **fingerprints})
+    metrics_log.truncate_after(resumed)
+    metrics_log.write(resumed, {"stage": stage, **fingerprints})
+    progress = Progress(main_process and t.progress_bar, max(end for _, end in bounds.values()), resumed)
+
+    # ------------------------------------------------------------------- one loop per stage
     final = {}
-    progress = Progress(main_process and config.train.progress_bar, total_steps, latest or 0)
     try:
         for stage_now, (start, end) in bounds.items():
             if stage_now < stage:
                 continue
-            if state is None or stage_now != stage:
-                if state is None:  # a fresh run; a resumed one keeps its checkpoint's params
-                    params = initial_params(model, config, log=progress_log)
-                else:
-                    params = state["params"]
-                state = init_state(model, config.seed, stage_now, optimizers[stage_now], params)
-                state = jax.device_put(state, replicated)
-                state["step"] = jax.device_put(jnp.asarray(start, jnp.int32), replicated)
+            tx, schedule = make_optimizer(t, stage_now)
+            if state is None or stage_now != stage:  # a fresh run, or the stage after the restored one
+                params = initial_params(model, config, log) if state is None else state["params"]
+                state = jax.device_put(init_state(model, config.seed, stage_now, tx, params, step=start), replicated)
                 stage = stage_now
-            state, final = _run_stage(
-                model, stage, state, start, end, optimizers[stage], config, train_split, test_split,
-                data_sharding, ckpts, metrics_log, progress, meta_base,
-            )
+            train_step = jax.jit(make_train_step(model, stage, tx), donate_argnums=0)
+            first = int(jax.device_get(state["step"]))
+            window = TrainWindow(stage, schedule, start)
+            final = {}
+            batches = train_batches(config, model, train_split, stage, start_step=first - start, num_steps=end - first)
+            for step, batch in zip(range(first + 1, end + 1), batches):
+                state, metrics = train_step(state, _place(batch, data_sharding))
+                window.add(metrics)
+                progress.update()
+                local = step - start
+                if local % t.log_every == 0 or step == end:
+                    logged = window.flush(step, ckpts)
+                    metrics_log.write(step, logged)
+                    progress.show(stage, logged["loss"])
+                if local % t.eval_every == 0 or step == end:
+                    final = evaluate(model, state["params"], test_split, config, stage=stage, sharding=data_sharding)
+                    metrics_log.write(step, {"stage": stage, **final})
+                    progress.write(f"step {step} (stage {stage}): " + format_metrics(final))
+                if local % t.checkpoint_every == 0 or step == end:
+                    window.check_finite(step, ckpts, state["params"])  # only finite states are saved
+                    ckpts.save(step, state, {**meta, "stage": stage, "step": step}, metrics=final or None,
+                               force=step == end)
+            if first == end:  # resumed at the very end of the stage
+                final = evaluate(model, state["params"], test_split, config, stage=stage, sharding=data_sharding)
     finally:
         progress.close()
         metrics_log.close()
@@ -399,21 +388,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     return final
 
 
-def _run_stage(model, stage, state, start, end, tx, config, train_split, test_split,
-               data_sharding, ckpts, metrics_log, progress, meta_base) -> tuple[dict, dict]:
-    """Steps start+1..end of one stage, with logging, evaluation and checkpoints."""
-    t = config.train
-    first = int(jax.device_get(state["step"]))
-    schedule = learning_rate_schedule(t, stage)
-    train_step = jax.jit(make_train_step(model, stage, tx), donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(model, stage))
-    meta = {**meta_base, "stage": stage}
-    batches = pipeline.train_batches(
-        train_split,
-        global_batch_size=t.batch_size,
+def check_data_fits_model(config, split) -> None:
+    """The prepared data and config.model must agree on classes and image size."""
+    if len(split.class_names) != config.model.num_classes:
+        raise ValueError(
+            f"config.model.num_classes={config.model.num_classes} but the data set has "
+            f"{len(split.class_names)} classes {split.class_names}"
+        )
+    if split.image_size != config.model.input_size:
+        raise ValueError(
+            f"prepared images are {split.image_size}x{split.image_size} but "
+            f"config.model.input_size={config.model.input_size}"
+        )
+
+
+def restore_state(ckpts: Checkpoints, model: MANet, config, sharding, log) -> tuple[int, dict | None]:
+    """(stage, state) of the latest checkpoint; (first stage, None) when there is none."""
+    latest = ckpts.latest_step()
+    if latest is None:
+        return min(stage_bounds(config)), None
+    meta = ckpts.restore_meta(latest)
+    if meta.get("variant") != config.model.variant:
+        raise ValueError(
+            f"{ckpts.directory} holds a {meta.get('variant')!r} run but config.model.variant is "
+            f"{config.model.variant!r}; use another --workdir"
+        )
+    stage = int(meta["stage"])
+    tx, _ = make_optimizer(config.train, stage)
+    state = ckpts.restore(latest, abstract_state=abstract_state(model, stage, tx, sharding))
+    log(f"resumed from step {latest} (stage {stage}) in {ckpts.directory}")
+    return stage, state
+
+
+def train_batches(config, model: MANet, split, stage: int, start_step: int, num_steps: int):
+    """The stage's training batches from `start_step` on (deterministic per seed, stage and step)."""
+    return pipeline.train_batches(
+        split,
+        global_batch_size=config.train.batch_size,
         seed=config.seed * 1000 + stage,
-        start_step=first - start,
-        num_steps=end - first,
+        start_step=start_step,
+        num_steps=num_steps,
         mask_size=model.mask_size,
         region_sizes=config.model.region_sizes,
         pixel_mean=tuple(config.data.pixel_mean),
@@ -422,55 +436,7 @@ def _run_stage(model, stage, state, start, end, tx, config, train_split, test_sp
         process_count=jax.process_count(),
         augment=config.data.augment,
     )
-    window, window_start = [], time.time()
-    last_eval: dict = {}
 
-    def record(step: int, metrics) -> None:
-        """Check the loss (fail fast on NaN/inf), advance the bar, log every log_every."""
-        nonlocal window, window_start
-        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not math.isfinite(values["loss"]):
-            raise FloatingPointError(
-                f"loss is {values['loss']} at step {step} (stage {stage}); stopping. The last good "
-                f"checkpoint (step {ckpts.latest_step()}) in {ckpts.directory} is intact."
-            )
-        window.append(values)
-        progress.update(stage, values["loss"])
-        local = step - start
-        if local % t.log_every == 0 or step == end:
-            elapsed = time.time() - window_start
-            logged = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-            logged.update(stage=stage, lr=float(schedule(local - 1)), steps_per_sec=len(window) / max(elapsed, 1e-9))
-            metrics_log.write(step, logged)
-            window, window_start = [], time.time()
 
-    def sync_point(step: int) -> None:
-        """Evaluate and/or checkpoint the state after `step`."""
-        nonlocal last_eval
-        local, is_last = step - start, step == end
-        evaluated = {}
-        if local % t.eval_every == 0 or is_last:
-            evaluated = evaluate(model, stage, state["params"], test_split, config, data_sharding, eval_step)
-            metrics_log.write(step, {"stage": stage, **evaluated})
-            progress.write(f"step {step} (stage {stage}): " + ", ".join(
-                f"{k}={v:.4f}" for k, v in evaluated.items() if isinstance(v, float)))
-            last_eval = evaluated
-        if local % t.checkpoint_every == 0 or is_last:
-            ckpts.save(step, state, {**meta, "step": step}, metrics=evaluated or None, force=is_last)
-
-    step, pending = first, None
-    for batch in batches:
-        state, metrics = train_step(state, _place(batch, data_sharding))
-        step += 1
-        if pending is not None:  # the previous step's loss, read while this step runs
-            record(*pending)
-            pending = None
-        local = step - start
-        if step == end or local % t.eval_every == 0 or local % t.checkpoint_every == 0:
-            record(step, metrics)
-            sync_point(step)
-        else:
-            pending = (step, metrics)
-    if first == end and not last_eval:  # resumed at the very end of the stage
-        last_eval = evaluate(model, stage, state["params"], test_split, config, data_sharding, eval_step)
-    return state, last_eval
+def format_metrics(metrics: dict) -> str:
+    return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))

@@ -27,7 +27,7 @@ batch = {
 }
 report = {}
 for stage in (1, 2):
-    tx = training.make_optimizer(cfg.train, stage)
+    tx, _ = training.make_optimizer(cfg.train, stage)
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
         mesh = Mesh(np.asarray(devices), ("data",))

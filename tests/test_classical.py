@@ -13,7 +13,7 @@ from skimage.feature import hog
 
 from configs import folder as folder_config
 from configs.default import get_config
-from manet_jax import classical, crossval, inference, metrics
+from manet_jax import classical, crossval, inference, metrics, training
 from manet_jax.data import datasets
 
 import fixtures
@@ -208,6 +208,12 @@ def test_refit_reuses_same_settings_and_refuses_to_overwrite_others(hog_run, tmp
         classical.fit_workdir(cfg, network_dir, log=quiet)
     with pytest.raises(FileNotFoundError, match="no fitted hog_svm model"):
         classical.load_model(tmp_path / "nowhere")
+    config_json = (workdir / "config.json").read_bytes()
+    network = cfg.copy_and_resolve_references()
+    network.model.variant = "vgg"
+    with pytest.raises(ValueError, match="holds a hog_svm fit"):  # and the other way round
+        training.train_and_evaluate(network, workdir)
+    assert (workdir / "config.json").read_bytes() == config_json and not (workdir / "checkpoints").exists()
 
 
 # ---------------------------------------------------------------------------- cross-val

@@ -88,7 +88,7 @@ def test_coupled_decay_under_adam_shrinks_weights_where_the_gradient_is_zero():
     moved = {}
     for name in ("adam", "adamw"):
         cfg.optimizer = name
-        tx = training.make_optimizer(cfg, 2)
+        tx, _ = training.make_optimizer(cfg, 2)
         state, params = tx.init(w), w
         for _ in range(10):
             updates, state = tx.update(zero_grad, state, params)

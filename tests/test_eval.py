@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs.default import get_config
-from manet_jax import inference, preprocess, training
+from manet_jax import inference, preprocess, regions, training
 from manet_jax.checkpoints import restore_params
 from manet_jax.data import datasets
 from manet_jax.models import build_model
@@ -49,14 +49,22 @@ def test_every_example_once_and_same_as_a_per_example_loop(trained):
     # independent: model.apply on one example at a time, counting by hand
     model = build_model(cfg.model)
     params = restore_params(workdir / "checkpoints", step=4)
-    apply = jax.jit(lambda p, x: model.apply({"params": p}, x)["logits"])
-    counts = np.zeros((7, 7), int)
-    for image, label in zip(test.image, test.label):
-        logits = apply(params, preprocess.normalize(np.asarray(image)[None]))
+    apply = jax.jit(lambda p, x: model.apply({"params": p}, x))
+    counts, losses, ious = np.zeros((7, 7), int), [], []
+    for image, label, points in zip(test.image, test.label, test.landmarks8):
+        out = apply(params, preprocess.normalize(np.asarray(image)[None]))
+        logits = np.asarray(out["logits"][0], np.float64)
         counts[int(label), int(np.argmax(logits))] += 1
+        losses.append(np.log(np.sum(np.exp(logits - logits.max()))) + logits.max() - logits[int(label)])
+        truth = regions.region_masks(np.asarray(points)[None], (96, 96), (6, 6), cfg.model.region_sizes)[0] > 0.5
+        predicted = np.asarray(out["masks"][0]) > 0.5
+        union = (truth | predicted).sum(axis=(1, 2))
+        ious.append(np.mean(np.where(union > 0, (truth & predicted).sum(axis=(1, 2)) / np.maximum(union, 1), 1.0)))
     assert summary["confusion_matrix"] == counts.tolist()
     assert summary["accuracy"] == pytest.approx(np.trace(counts) / 23)
     assert summary["accuracy"] == pytest.approx(final["eval_accuracy"])  # and as training measured it
+    assert final["eval_loss"] == pytest.approx(np.mean(losses), rel=1e-5)
+    assert final["eval_mask_iou"] == pytest.approx(np.mean(ious), rel=1e-6)
 
     stored = json.loads((workdir / "eval" / "metrics.json").read_text())
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "per_class_accuracy", "confusion_matrix",

@@ -537,7 +537,7 @@ def test_training_starts_from_the_imported_conv_blocks(tmp_path):
     cfg.model.input_size, cfg.model.width_multiplier, cfg.model.fc_units = SIZE, WIDTH, FC
     model = build_model(cfg.model)
     scratch = training.initial_params(model, cfg, log=lambda *_: None)
-    reference = training.init_state(model, cfg.seed, 1, training.make_optimizer(cfg.train, 1))["params"]
+    reference = training.init_state(model, cfg.seed, 1, training.make_optimizer(cfg.train, 1)[0])["params"]
     for a, b in zip(jax.tree.leaves(scratch), jax.tree.leaves(reference)):
         np.testing.assert_array_equal(a, b)  # no init_from: exactly init_state's draw
     w = source_weights("pytorch", fc=False)

@@ -83,6 +83,7 @@ def test_rerun_of_a_finished_run_trains_nothing_more(finished_run):
 
 def test_checkpoint_of_another_shape_names_the_keys(finished_run):
     cfg, workdir, _ = finished_run
+    config_json = (workdir / "config.json").read_bytes()
     cfg = tiny_config()
     cfg.model.num_classes = 7
     cfg.model.fc_units = 1024
@@ -92,13 +93,14 @@ def test_checkpoint_of_another_shape_names_the_keys(finished_run):
     cfg.model.variant = "vgg"
     with pytest.raises(ValueError, match="holds a 'manet' run"):
         training.train_and_evaluate(cfg, workdir)
+    assert (workdir / "config.json").read_bytes() == config_json  # refused runs leave the workdir alone
 
 
 @pytest.mark.parametrize("stage", [1, 2])
 def test_each_stage_leaves_the_other_partition_bit_identical(stage):
     cfg = tiny_config()
     model = build_model(cfg.model)
-    tx = training.make_optimizer(cfg.train, stage)
+    tx, _ = training.make_optimizer(cfg.train, stage)
     state = training.init_state(model, 0, stage, tx)
     part, frozen = ("rasnet", "ersnet") if stage == 1 else ("ersnet", "rasnet")
     # Optimizer state (SGD momentum; the scalar is the schedule's step count) exists for the
@@ -154,6 +156,23 @@ def test_nan_loss_fails_fast_and_keeps_the_last_checkpoint(tmp_path):
         assert all(s < failed_step for s in steps)
         for s in steps:  # what was saved is finite
             assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(ckpts.restore_params(s)))
+    kept = f"(step {max(steps)})" if steps else "no checkpoint had been saved yet"
+    assert kept in str(err.value) and "step None" not in str(err.value)
+
+
+def test_nan_is_caught_before_a_checkpoint_between_log_lines(tmp_path):
+    """Losses are read back every log_every steps, and also before every checkpoint: a
+    checkpoint is never written from a window that holds a non-finite loss."""
+    cfg = tiny_config(stage1_learning_rate=1e30, stage1_steps=6, log_every=5, checkpoint_every=1, eval_every=10)
+    with pytest.raises(FloatingPointError, match=r"at step \d+ \(stage 1\)") as err:
+        training.train_and_evaluate(cfg, tmp_path)
+    failed_step = int(str(err.value).split("at step ")[1].split()[0])
+    assert failed_step < 5  # found before the first log line
+    with Checkpoints(tmp_path / "checkpoints", read_only=True) as ckpts:
+        assert ckpts.all_steps() == list(range(1, failed_step))
+        for s in ckpts.all_steps():
+            assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(ckpts.restore_params(s)))
+    assert f"(step {failed_step - 1})" in str(err.value)
 
 
 def _train_cmd(workdir):
