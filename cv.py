@@ -54,4 +54,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from manet_jax import cli
+
+    cli.run(main)

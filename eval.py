@@ -22,9 +22,12 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json, 
 _STEP = flags.DEFINE_string("step", "best", "'best' (by eval_accuracy), 'latest' or a step number.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"], "Which split to evaluate.")
 _FLIP_TTA = flags.DEFINE_bool("flip_tta", False, "Average the softmax of each image and its mirror.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Evaluation batch size (default config.train.eval_batch_size).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Evaluation batch size (default config.train.eval_batch_size).",
+                                   lower_bound=1)
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Optional config file replacing <workdir>/config.json.")
 flags.mark_flags_as_required(["workdir"])
+flags.register_validator("step", lambda v: v in ("best", "latest") or v.isdigit(),
+                         message="--step must be 'best', 'latest' or a step number")
 
 
 def main(argv):
@@ -48,4 +51,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from manet_jax import cli
+
+    cli.run(main)

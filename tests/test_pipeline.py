@@ -1,5 +1,7 @@
 """Input pipeline: deterministic order, flips that carry their landmarks, complete eval."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -110,6 +112,45 @@ def test_prepared_splits_are_never_overwritten_and_incomplete_ones_are_named(spl
         prepared.read_split(tmp_path / "half")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         prepared.read_split(tmp_path / "nowhere")
+
+
+def test_a_second_preparation_of_the_same_split_uses_the_first_ones_result(split, tmp_path):
+    """Two processes preparing one split: the one that commits second keeps the first's
+    complete split (it used to fail with ENOTEMPTY) and removes its own temporary folder."""
+    target = tmp_path / "train"
+    first = prepared.SplitWriter(target, len(split), split.image_size, None, {"class_names": ["a"]}, name_length=0)
+    second = prepared.SplitWriter(target, len(split), split.image_size, None, {"class_names": ["b"]}, name_length=0)
+    for writer in (first, second):
+        for key, arr in writer.arrays.items():
+            arr[:] = np.asarray(getattr(split, key))
+        writer.written[:] = True
+    first.commit()
+    result = second.commit()
+    assert list(result.class_names) == ["a"]
+    np.testing.assert_array_equal(np.asarray(result.image), np.asarray(split.image))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]
+
+
+def test_temporary_folders_of_dead_preparations_are_removed(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    leftovers = {
+        "dead": tmp_path / f".train.tmp-{int(dead.stdout)}@{host}-0123abcd",
+        "older version": tmp_path / ".train.tmp-89abcdef",
+        "alive": tmp_path / f".train.tmp-{os.getpid()}@{host}-00000000",
+        "other host": tmp_path / ".train.tmp-1@elsewhere.example-11111111",
+        "other split": tmp_path / f".test.tmp-{int(dead.stdout)}@{host}-22222222",
+    }
+    for folder in leftovers.values():
+        folder.mkdir()
+        (folder / "image.npy").write_bytes(b"partial")
+    removed = prepared.remove_dead_temporaries(tmp_path / "train")
+    assert sorted(removed) == sorted([leftovers["dead"], leftovers["older version"]])
+    assert all(leftovers[k].exists() for k in ("alive", "other host", "other split"))
 
 
 def test_prepared_split_keeps_optional_fields_and_reads_the_older_landmarks68_layout(split, arrays, tmp_path):

@@ -207,6 +207,32 @@ def test_image_folder_errors_name_the_file_and_the_key(tmp_path):
     assert leftovers == []  # nothing half-prepared looks complete
 
 
+def test_degenerate_images_and_classes_are_refused_by_name(tmp_path):
+    from PIL import Image
+
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.full((1, 1, 3), 128, np.uint8)).save(tiny)
+    with pytest.raises(align.ImageDecodeError, match=r"tiny\.png: image is 1x1 px; a face needs at least 32 px"):
+        align.load_image(tiny)
+    grey = np.linspace(0, 1, 40 * 48, dtype=np.float32).reshape(40, 48)
+    Image.fromarray(grey, mode="F").save(tmp_path / "unit.tif")  # a 32-bit float TIFF in [0, 1]
+    decoded = align.load_image(tmp_path / "unit.tif")
+    np.testing.assert_array_equal(decoded[..., 0], np.round(grey.astype(np.float64) * 255).astype(np.uint8))
+    assert decoded.max() == 255  # it used to come out all black
+    Image.fromarray(grey * 1000 - 5, mode="F").save(tmp_path / "hdr.tif")
+    with pytest.raises(align.ImageDecodeError, match=r"hdr\.tif: float image with values in \[-5"):
+        align.load_image(tmp_path / "hdr.tif")
+
+    fixtures.make_image_folder(tmp_path / "faces", subjects=10, per_subject=1)
+    names = sorted(p.name for p in (tmp_path / "faces").iterdir())
+    for f in (tmp_path / "faces" / names[0]).iterdir():
+        f.unlink()
+    with pytest.raises(FileNotFoundError, match=f"class folder .*{names[0]} holds no images"):
+        image_folder.records(tmp_path / "faces", names)
+    with pytest.raises(FileNotFoundError, match="a classifier needs at least two classes"):
+        image_folder.records(tmp_path / "faces", names[1:2])
+
+
 # ----------------------------------------------------------------------------- bad input
 def test_missing_or_misshapen_ckplus_folder_says_what_is_expected(tmp_path):
     cfg = _config(ck, tmp_path / "nowhere", tmp_path / "cache")
@@ -261,6 +287,22 @@ def test_broken_ckplus_frame_fails_by_name_and_leaves_nothing_complete(ck_tree, 
         datasets.load_splits(cfg, tmp_path, log=_quiet)
     assert not list((tmp_path / "cache").rglob("info.json"))  # no prepared split
     assert not list((tmp_path / "cache").rglob("dataset_info.json"))  # no finished TFDS data set
+
+
+def test_missing_peak_frame_is_named_instead_of_shifting_the_frames(ck_tree, tmp_path):
+    """The Emotion file names the peak frame; without it the reader used to take the three
+    frames before it, all with the peak's label."""
+    import shutil
+
+    root, truth = ck_tree
+    copy = tmp_path / "ck"
+    shutil.copytree(root, copy)
+    peak = copy / truth["records"][2][0]  # the third selected frame of the first sequence: its peak
+    emotion = next((copy / "Emotion").rglob(f"{peak.stem}_emotion.txt"))
+    assert len(ckplus.records(copy)) == len(truth["records"])
+    peak.unlink()
+    with pytest.raises(ckplus.LayoutError, match=f"{emotion.name} labels frame .* but .* has no {peak.name}"):
+        ckplus.records(copy)
 
 
 def test_malformed_raf_label_file_names_file_and_line(raf_tree, tmp_path):

@@ -258,6 +258,9 @@ def center_square(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(square).resize((size, size), Image.Resampling.BILINEAR), np.uint8)
 
 
+MIN_IMAGE_SIDE = 32  # px; a smaller picture holds no face to recognise (a thumbnail, an icon, junk)
+
+
 def load_image(path) -> np.ndarray:
     """Decode an image file into (H, W, 3) uint8 RGB; names the file when it cannot."""
     from PIL import Image, UnidentifiedImageError
@@ -268,11 +271,31 @@ def load_image(path) -> np.ndarray:
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale to 8 bits
                 arr = np.asarray(img, np.float64)
                 arr = np.clip(arr / (256.0 if arr.max() > 255 else 1.0), 0, 255).astype(np.uint8)
+            elif img.mode == "F":
+                arr = _float_grey_to_uint8(np.asarray(img, np.float64), path)
             else:
                 arr = np.asarray(img.convert("L") if img.mode in ("L", "LA", "1") else img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageDecodeError(f"{path}: cannot decode image ({e})") from e
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, ImageDecodeError):
+            raise
+        raise ImageDecodeError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+    if min(arr.shape[:2]) < MIN_IMAGE_SIDE:
+        raise ImageDecodeError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]} px; a face needs at least "
+                               f"{MIN_IMAGE_SIDE} px a side")
     return as_rgb(arr)
+
+
+def _float_grey_to_uint8(arr: np.ndarray, path) -> np.ndarray:
+    """A float image (e.g. a 32-bit TIFF) in [0, 1] or [0, 255]; anything else is refused
+    rather than clipped into an all-black or all-white face."""
+    if not np.all(np.isfinite(arr)):
+        raise ImageDecodeError(f"{path}: float image with NaN or infinite pixels")
+    low, high = float(arr.min()), float(arr.max())
+    if low >= 0 and high <= 1:
+        return np.round(arr * 255).astype(np.uint8)
+    if low >= 0 and high <= 255:
+        return np.round(arr).astype(np.uint8)
+    raise ImageDecodeError(f"{path}: float image with values in [{low:g}, {high:g}]; expected [0, 1] or [0, 255]")
 
 
 class ImageDecodeError(ValueError):

@@ -104,6 +104,20 @@ def _frames(folder: Path) -> list[tuple[int, Path]]:
     return sorted(frames)
 
 
+def _frames_up_to_peak(image_dir: Path, emotion_file: Path) -> list[tuple[int, Path]]:
+    """The sequence's frames up to the one the Emotion file is named after (the peak, which
+    carries the label): a missing peak frame is an error, not a silent shift to others."""
+    m = re.match(r"(S\d+)_(\d+)_(\d+)_emotion\.txt$", emotion_file.name)
+    frames = _frames(image_dir)
+    if m is None:
+        return frames
+    peak = int(m.group(3))
+    if peak not in {frame for frame, _ in frames}:
+        raise LayoutError(f"{emotion_file} labels frame {m.group(3)} (the peak) but {image_dir} has no "
+                          f"{m.group(1)}_{m.group(2)}_{m.group(3)}.png")
+    return [(frame, image) for frame, image in frames if frame <= peak]
+
+
 def records(root, frames_per_sequence: int = FRAMES_PER_SEQUENCE) -> list[Record]:
     """The last `frames_per_sequence` frames of every sequence that has an emotion file."""
     layout = find_layout(root)
@@ -116,9 +130,10 @@ def records(root, frames_per_sequence: int = FRAMES_PER_SEQUENCE) -> list[Record
         image_dir = layout["cohn-kanade-images"] / subject / sequence
         if not image_dir.is_dir():
             raise LayoutError(f"{emotion_file} labels sequence {subject}/{sequence} but {image_dir} does not exist")
-        frames = _frames(image_dir)
+        frames = _frames_up_to_peak(image_dir, emotion_file)
         if len(frames) < frames_per_sequence:
-            raise LayoutError(f"{image_dir} holds {len(frames)} frames; the protocol needs the last {frames_per_sequence}")
+            raise LayoutError(f"{image_dir} holds {len(frames)} frames up to the peak; the protocol needs the last "
+                              f"{frames_per_sequence}")
         for frame, image in frames[-frames_per_sequence:]:
             lm = layout["Landmarks"] / subject / sequence / f"{image.stem}_landmarks.txt"
             if not lm.is_file():

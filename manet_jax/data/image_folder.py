@@ -68,9 +68,14 @@ def records(folder, class_names, subject_regex: str = DEFAULT_SUBJECT_REGEX) -> 
     folder = Path(folder)
     pattern = re.compile(subject_regex) if subject_regex else None
     out = []
+    if len(class_names) < 2:
+        raise LayoutError(f"{folder}: one class folder {list(class_names)}; a classifier needs at least two classes")
     for label, name in enumerate(class_names):
         files = sorted((p for p in (folder / name).rglob("*") if p.is_file() and p.suffix.lower() in align.IMAGE_SUFFIXES
                         and not p.name.startswith(".")), key=lambda p: _natural_key(str(p)))
+        if not files:
+            raise LayoutError(f"class folder {folder / name} holds no images ({', '.join(align.IMAGE_SUFFIXES)}); "
+                              f"a class with no examples cannot be learned (remove the folder, or add its faces)")
         for path in files:
             rel = str(path.relative_to(folder))
             if pattern is None:

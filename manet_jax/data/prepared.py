@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -158,7 +159,8 @@ class SplitWriter:
         if self.path.exists():
             raise FileExistsError(f"{self.path} already exists; prepared data is never overwritten (delete it to rebuild)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
+        remove_dead_temporaries(self.path)
+        self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}@{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.tmp.mkdir()
         self.info, self.n, self.image_size = dict(info), num_examples, int(image_size)
         shapes = {"image": (num_examples, image_size, image_size, 3), "landmarks8": (num_examples, 8, 2),
@@ -187,7 +189,12 @@ class SplitWriter:
         self.arrays = {}
         full_info = {"num_examples": self.n, "image_size": self.image_size, **self.info}
         (self.tmp / INFO_FILE).write_text(json.dumps(full_info, indent=2))
-        os.replace(self.tmp, self.path)
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError:
+            if not (self.path / INFO_FILE).is_file():
+                raise
+            self.abort()  # another process prepared the same split first: use its complete result
         return read_split(self.path)
 
     def abort(self) -> None:
@@ -200,6 +207,32 @@ class SplitWriter:
     def __exit__(self, exc_type, *_) -> None:
         if exc_type is not None or self.tmp.exists():
             self.abort()
+
+
+def remove_dead_temporaries(path) -> list[Path]:
+    """Delete the temporary folders of `path` that killed preparations left behind
+    (.<name>.tmp-<pid>@<host>-<id> of this host whose process is gone, and the pid-less ones
+    of older versions); returns what was removed. Another host's are left alone."""
+    path, removed = Path(path), []
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        owner = tmp.name.rsplit(".tmp-", 1)[1]
+        pid, _, rest = owner.partition("@")
+        if rest and rest.rsplit("-", 1)[0] != socket.gethostname():
+            continue
+        if not (rest and pid.isdigit() and _process_alive(int(pid))):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_split(path, mmap: bool = True) -> PreparedSplit:

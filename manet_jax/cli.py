@@ -1,0 +1,46 @@
+"""What the command-line tools share: one clear line for a user's mistake, a traceback for a bug.
+
+The project's errors name the file or key and what was expected (ValueError, OSError and
+FloatingPointError with their subclasses: a missing data folder, a malformed annotation, a
+refused checkpoint, a NaN loss), so the tools print that line and exit with status 1;
+`--verbosity=1` shows the traceback as well. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from absl import app, flags
+
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+def run(main: Callable) -> None:
+    """absl's app.run(main), with unknown config keys and the project's errors as one line."""
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except USER_ERRORS as err:
+            if _verbose():
+                raise
+            sys.exit(f"error: {err}\n(--verbosity=1 shows the traceback)")
+
+    app.run(guarded, flags_parser=_parse_flags)
+
+
+def _verbose() -> bool:
+    return flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 1
+
+
+def _parse_flags(argv):
+    """absl's parser; a --config.<key> that the config does not have is named in one line."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as err:
+        key = str(err).strip("\"'")
+        overrides = [a.lstrip("-").split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+        named = [o for o in overrides if key in o.split(".")] or overrides
+        sys.exit(f"error: {', '.join(named) or key} is not a key of the config ({key!r} does not exist); "
+                 f"the keys are those of the --config file (configs/default.py lists them all)")
