@@ -14,6 +14,7 @@ replicated.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -29,6 +30,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from manet_jax import locking
 from manet_jax.checkpoints import Checkpoints
 from manet_jax.data import datasets, pipeline, prepared
 from manet_jax.evaluation import evaluate, mask_errors
@@ -304,7 +306,8 @@ def _place(batch: dict, sharding) -> dict:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Train every stage of config.model.variant, resuming from <workdir>/checkpoints.
 
-    Returns the final evaluation on the test split.
+    Returns the final evaluation on the test split. One process writes a workdir at a time:
+    a second one stops at once, naming the first (manet_jax/locking.py).
     """
     if config.model.variant == "hog_svm":  # the classical baseline has no steps to train
         from manet_jax import classical
@@ -315,12 +318,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if (workdir / "hog_svm").exists():
         raise ValueError(f"{workdir} holds a hog_svm fit ({workdir / 'hog_svm'}); train "
                          f"{config.model.variant!r} in another --workdir")
+    main_process_only = locking.exclusive(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with main_process_only:  # hosts of one multi-host run share the workdir
+        return train_stages(config, workdir)
+
+
+def train_stages(config: ml_collections.ConfigDict, workdir: Path) -> dict:
+    """train_and_evaluate's body, with the workdir locked."""
     main_process = jax.process_index() == 0
     log = print if main_process else (lambda *_: None)
     t = config.train
 
     # ------------------------------------------------------------------- data
-    workdir.mkdir(parents=True, exist_ok=True)
     train_split, test_split = datasets.load_splits(config, workdir, log=log)
     check_data_fits_model(config, train_split)
     fingerprints = {"data_fingerprint_train": prepared.fingerprint(train_split),
