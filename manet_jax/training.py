@@ -30,7 +30,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from manet_jax import locking
+from manet_jax import locking, regions
 from manet_jax.checkpoints import Checkpoints
 from manet_jax.data import datasets, pipeline, prepared
 from manet_jax.evaluation import evaluate, mask_errors
@@ -292,10 +292,41 @@ def validate_config(config) -> None:
                 f"config.train.{key}={value} must be a positive multiple of the device count ({n}): "
                 f"the global batch is split evenly over devices"
             )
-    for key in ("eval_every", "log_every", "checkpoint_every"):
+    for key in ("eval_every", "log_every", "checkpoint_every", "lr_decay_every"):
         if config.train[key] < 1:
             raise ValueError(f"config.train.{key} must be >= 1, got {config.train[key]}")
     stage_steps(config)
+    for problem in config_problems(config):
+        raise ValueError(problem)
+
+
+def config_problems(config):
+    """Values that would otherwise fail deep inside JAX or tf.data, each named by its key."""
+    m, d, t = config.model, config.data, config.train
+    finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
+    if m.num_regions != regions.NUM_REGIONS or len(m.region_sizes) != regions.NUM_REGIONS:
+        yield (f"config.model.num_regions={m.num_regions} with {len(m.region_sizes)} model.region_sizes: the masks "
+               f"come from the paper's {regions.NUM_REGIONS} landmark regions, so both must be {regions.NUM_REGIONS}")
+    if m.num_classes < 2:
+        yield f"config.model.num_classes must be >= 2, got {m.num_classes}"
+    if not (finite(m.width_multiplier) and m.width_multiplier > 0):
+        yield f"config.model.width_multiplier must be > 0, got {m.width_multiplier}"
+    if not (finite(m.dropout_rate) and 0 <= m.dropout_rate < 1):
+        yield f"config.model.dropout_rate must be in [0, 1), got {m.dropout_rate}"
+    if len(d.pixel_mean) != 3 or not all(finite(v) for v in d.pixel_mean):
+        yield f"config.data.pixel_mean must be 3 numbers (R, G, B), got {tuple(d.pixel_mean)}"
+    for stage in (1, 2):
+        lr = t[f"stage{stage}_learning_rate"]
+        if not (finite(lr) and lr > 0):
+            yield f"config.train.stage{stage}_learning_rate must be a positive number, got {lr}"
+    if not (finite(t.lr_decay_factor) and 0 < t.lr_decay_factor <= 1):
+        yield f"config.train.lr_decay_factor must be in (0, 1], got {t.lr_decay_factor}"
+    for key in ("warmup_steps", "weight_decay"):
+        if not (finite(t[key]) and t[key] >= 0):
+            yield f"config.train.{key} must be >= 0, got {t[key]}"
+    for key, value in d.augment.items():
+        if not (finite(value) and value >= 0):
+            yield f"config.data.augment.{key} must be >= 0, got {value}"
 
 
 def _place(batch: dict, sharding) -> dict:

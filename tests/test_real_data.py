@@ -305,6 +305,15 @@ def test_missing_peak_frame_is_named_instead_of_shifting_the_frames(ck_tree, tmp
         ckplus.records(copy)
 
 
+def test_landmarks_that_cannot_align_a_face_name_their_file(ck_tree, tmp_path):
+    root, _ = ck_tree
+    record = ckplus.records(root)[0]
+    collapsed = tmp_path / record.landmarks.name
+    collapsed.write_text("   5.0000000e+01   6.0000000e+01\n" * 68)  # 68 copies of one point
+    with pytest.raises(ckplus.AnnotationError, match=f"{collapsed}: cannot align {record.image.name}.*one point"):
+        ckplus.load_example(dataclasses.replace(record, landmarks=collapsed), align.AlignSpec(size=96))
+
+
 def test_malformed_raf_label_file_names_file_and_line(raf_tree, tmp_path):
     import shutil
 
@@ -324,6 +333,11 @@ def test_malformed_raf_label_file_names_file_and_line(raf_tree, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"(?s)empty has no EmoLabel/list_patition_label.txt.*whdeng"):
         rafdb.records(tmp_path / "empty")
+    shutil.copy(raf_tree["root"] / "Annotation" / "manual" / "train_00002_manu_attri.txt",
+                base / "Annotation" / "manual" / "train_00002_manu_attri.txt")
+    labels.write_text("\n".join(line for line in lines if not line.startswith("test_")))  # no test lines
+    with pytest.raises(rafdb.AnnotationError, match=r"list_patition_label.txt: no test_<number>.jpg lines"):
+        rafdb.records(base)
 
 
 def test_interrupted_split_writer_leaves_no_folder(tmp_path):

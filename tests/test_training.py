@@ -146,6 +146,31 @@ def test_global_batch_must_divide_over_devices():
         training.validate_config(cfg)
 
 
+@pytest.mark.parametrize("key, value, says", [
+    ("model.num_regions", 7, "config.model.num_regions=7 with 8 model.region_sizes"),
+    ("data.pixel_mean", (129.0, 104.0), r"config.data.pixel_mean must be 3 numbers .*\(129.0, 104.0\)"),
+    ("model.num_classes", 1, "config.model.num_classes must be >= 2"),
+    ("model.width_multiplier", 0.0, "config.model.width_multiplier must be > 0"),
+    ("model.dropout_rate", 1.0, r"config.model.dropout_rate must be in \[0, 1\)"),
+    ("train.stage2_learning_rate", float("nan"), "config.train.stage2_learning_rate must be a positive number"),
+    ("train.lr_decay_factor", 0.0, r"config.train.lr_decay_factor must be in \(0, 1\]"),
+    ("train.lr_decay_every", 0, "config.train.lr_decay_every must be >= 1"),
+    ("train.warmup_steps", -1, "config.train.warmup_steps must be >= 0"),
+    ("data.augment.rotate", -5.0, "config.data.augment.rotate must be >= 0"),
+])
+def test_bad_config_values_are_refused_up_front_by_key(key, value, says):
+    """Each used to fail deep inside JAX or tf.data (or train silently on nonsense)."""
+    cfg = tiny_config()
+    training.validate_config(cfg)
+    section, _, name = key.rpartition(".")
+    node = cfg
+    for part in section.split("."):
+        node = node[part]
+    node[name] = value
+    with pytest.raises(ValueError, match=says):
+        training.validate_config(cfg)
+
+
 def test_nan_loss_fails_fast_and_keeps_the_last_checkpoint(tmp_path):
     cfg = tiny_config(stage1_learning_rate=1e30, stage1_steps=6)
     with pytest.raises(FloatingPointError, match=r"at step \d+ \(stage 1\)") as err:

@@ -157,7 +157,10 @@ def load_example(record: Record, spec: align.AlignSpec) -> dict:
     """Decode, align and package one frame in the prepared layout."""
     image = align.load_image(record.image)
     landmarks = read_landmarks(record.landmarks)
-    crop, aligned, _ = align.align_face(image, landmarks, "ibug68", spec)
+    try:
+        crop, aligned, _ = align.align_face(image, landmarks, "ibug68", spec)
+    except ValueError as err:
+        raise AnnotationError(f"{record.landmarks}: cannot align {record.image.name} with these landmarks ({err})") from err
     return {
         "image": crop,
         "landmarks": aligned,

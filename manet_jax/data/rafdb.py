@@ -125,6 +125,10 @@ def records(root, source: str = "original", landmark_set: str = "manual5") -> li
             if auto is None:
                 raise LayoutError(f"no automatic landmark file Annotation/auto/{stem}_auto_ldmk.txt for {image}")
         out.append(Record(image, manual, auto, label - 1, split, index, str(image.relative_to(base))))
+    missing = [split for split in ("train", "test") if not any(r.split == split for r in out)]
+    if missing:
+        raise AnnotationError(f"{base / LABEL_FILE}: no {missing[0]}_<number>.jpg lines; RAF-DB's published "
+                              f"partition has both train and test images")
     return out
 
 
@@ -143,7 +147,10 @@ def load_example(record: Record, spec: align.AlignSpec, landmark_set: str = "man
         example["landmarks"] = align.template_68(spec.size, spec.face_box).astype(np.float32)
         return example
     five = read_manual_landmarks(record.manual)
-    crop, five_aligned, matrix = align.align_face(image, five, "five", spec)
+    try:
+        crop, five_aligned, matrix = align.align_face(image, five, "five", spec)
+    except ValueError as err:
+        raise AnnotationError(f"{record.manual}: cannot align {record.image.name} with these landmarks ({err})") from err
     example["image"] = crop
     example["landmarks8"] = align.eight_points(five_aligned, "five", spec)
     example["landmarks"] = five_aligned
