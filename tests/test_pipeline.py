@@ -198,3 +198,54 @@ def test_pixel_mean_follows_the_config(split):
     np.testing.assert_allclose(other["image"], raw - np.asarray(imagenet, np.float32), atol=1e-4)
     np.testing.assert_allclose(default["image"] - other["image"],
                                np.broadcast_to(np.subtract(imagenet, preprocess.VGGFACE_MEAN_RGB), raw.shape), atol=1e-4)
+
+
+_FILL_SMALL_DISK = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from manet_jax.data import prepared
+n, size = 120, 96  # 120 x 96 x 96 x 3 bytes = 3.3 MB of images
+arrays = {"image": np.full((n, size, size, 3), 7, np.uint8), "landmarks8": np.zeros((n, 8, 2), np.float32),
+          "label": np.zeros(n, np.int32), "subject_id": np.arange(n, dtype=np.int32)}
+try:
+    prepared.write_split(sys.argv[2], arrays, {"class_names": ["a"]})
+except OSError as err:
+    print("OSError:", err)
+"""
+
+
+def test_a_full_disk_while_preparing_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
+    """It used to die of SIGBUS (writes into a sparse memory map) and leave its temp folder.
+    On a real 2 MB tmpfs when this test may mount one (root on Linux), else ENOSPC patched in."""
+    import errno
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+                                                   capture_output=True).returncode == 0
+    try:
+        if mounted:
+            out = subprocess.run([sys.executable, "-c", _FILL_SMALL_DISK, str(Path(__file__).parents[1]),
+                                  str(disk / "train")], capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stderr[-2000:]  # not killed by SIGBUS
+            message = out.stdout
+        else:
+            def no_space(*_):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            monkeypatch.setattr(os, "posix_fallocate", no_space)
+            with pytest.raises(OSError) as err:
+                prepared.write_split(disk / "train", {"image": np.zeros((4, 96, 96, 3), np.uint8),
+                                                      "landmarks8": np.zeros((4, 8, 2), np.float32),
+                                                      "label": np.zeros(4, np.int32),
+                                                      "subject_id": np.zeros(4, np.int32)}, {"class_names": ["a"]})
+            message = f"OSError: {err.value}"
+        assert f"not enough disk space to prepare data in {disk}" in message and "MB free" in message
+        assert list(disk.iterdir()) == []  # no split, no temporary folder
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(disk)], check=True)

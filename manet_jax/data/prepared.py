@@ -19,6 +19,7 @@ split is never overwritten.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -170,8 +171,11 @@ class SplitWriter:
             shapes["landmarks"], dtypes["landmarks"] = (num_examples, num_landmarks, 2), np.float32
         if name_length:
             shapes["name"], dtypes["name"] = (num_examples,), np.dtype(f"<U{name_length}")
-        self.arrays = {k: np.lib.format.open_memmap(self.tmp / f"{k}.npy", mode="w+", dtype=dtypes[k], shape=shapes[k])
-                       for k in shapes}
+        try:
+            self.arrays = {k: _allocated_memmap(self.tmp / f"{k}.npy", dtypes[k], shapes[k]) for k in shapes}
+        except BaseException:
+            self.abort()
+            raise
         self.written = np.zeros(num_examples, bool)
 
     def set(self, index: int, example: dict) -> None:
@@ -207,6 +211,25 @@ class SplitWriter:
     def __exit__(self, exc_type, *_) -> None:
         if exc_type is not None or self.tmp.exists():
             self.abort()
+
+
+def _allocated_memmap(path: Path, dtype, shape) -> np.memmap:
+    """A new .npy memory map whose blocks are reserved on disk now: writing into a sparse map
+    on a full disk kills the process with SIGBUS; reserving first turns that into ENOSPC here."""
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return arr  # a file system that cannot reserve: write into the sparse map as before
+        free = shutil.disk_usage(path.parent).free
+        raise OSError(err.errno, f"not enough disk space to prepare data in {path.parent}: {path.name} needs "
+                      f"{size / 1e6:.1f} MB, {free / 1e6:.1f} MB free ({os.strerror(err.errno)})") from None
+    finally:
+        os.close(fd)
+    return arr
 
 
 def remove_dead_temporaries(path) -> list[Path]:
