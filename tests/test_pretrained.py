@@ -23,6 +23,7 @@ from manet_jax.pretrained import (
     IMAGENET_CAFFE_MEAN_RGB,
     PretrainedError,
     init_from_config,
+    load,
     load_pretrained,
 )
 from manet_jax.preprocess import VGGFACE_MEAN_RGB
@@ -447,22 +448,69 @@ def test_truncated_file_raises_naming_it(source, manet_params, tmp_path):
         load_pretrained(manet_params, path)
 
 
+@pytest.mark.parametrize("protocol", [0, 2, 4])
+@pytest.mark.parametrize("call", ["os.system", "builtins.eval"])
 @pytest.mark.parametrize("legacy", [False, True])
-def test_pickle_with_a_disallowed_global_is_refused_unexecuted(legacy, manet_params, tmp_path):
+def test_pickle_with_a_disallowed_global_is_refused_unexecuted(legacy, call, protocol, manet_params, tmp_path):
     marker = tmp_path / "pwned"
 
     class Exploit:
         def __reduce__(self):
             import os
 
-            return os.system, (f"touch {marker}",)
+            if call == "os.system":
+                return os.system, (f"touch {marker}",)
+            return eval, (f"open({str(marker)!r}, 'w').close()",)
 
-    payload = pickle.dumps({"conv1_1.weight": Exploit()}, protocol=2)
+    payload = pickle.dumps({"conv1_1.weight": Exploit()}, protocol=protocol)
     path = tmp_path / "evil.pth"
     (_torch_zip.save_legacy if legacy else _torch_zip.save_zip)(path, {}, pickle_bytes=payload)
-    with pytest.raises(PretrainedError, match=r"evil\.pth.*refusing to unpickle global (posix|os)\.system"):
+    glob = r"(posix|os)\.system" if call == "os.system" else r"(builtins|__builtin__)\.eval"
+    with pytest.raises(PretrainedError, match=rf"evil\.pth.*refusing to unpickle global {glob}"):
         load_pretrained(manet_params, path)
     assert not marker.exists()
+
+
+NAN_SOURCES = ["keras_vggface", "pytorch_zip", "matconvnet"]
+
+
+@pytest.mark.parametrize("source", NAN_SOURCES)
+def test_non_finite_weights_are_refused_naming_file_and_layer(source, manet_params, tmp_path):
+    """A diverged or corrupt weight file (NaN / inf in conv1_1) is refused, even with strict=False."""
+    writer, layout, _, _, filename = SOURCES[source]
+    w = source_weights(layout)
+    kernel = w["conv1_1"][0].copy()
+    kernel.reshape(-1)[:3] = np.nan
+    kernel.reshape(-1)[-2:] = [np.inf, -np.inf]
+    w["conv1_1"] = (kernel, w["conv1_1"][1])
+    path = tmp_path / filename
+    writer(path, w)
+    pattern = rf"{filename.replace('.', chr(92) + '.')}: layer conv1_1 kernel has 5 non-finite values"
+    for strict in (True, False):
+        with pytest.raises(PretrainedError, match=pattern):
+            load_pretrained(manet_params, path, strict=strict)
+    # a NaN in a layer that is not requested is never read, so it does not matter
+    new, report = load_pretrained(manet_params, path, layers=["conv1_2"])
+    assert report.loaded == ["conv1_2"] and new["ersnet"]["conv1_1"] is manet_params["ersnet"]["conv1_1"]
+
+
+def test_load_is_the_keyword_api_behind_load_pretrained(manet_params, tmp_path):
+    """load(params, path, **opts) -> (params, report): same result as load_pretrained; also takes
+    the {'params': ...} variables dict, the configured pixel mean and model.input_scale."""
+    path = tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+    write_keras_imagenet(path, source_weights("keras"))
+    a, ra = load_pretrained(manet_params, path, "auto", "conv")
+    b, rb = load(manet_params, path, layers="conv")
+    assert ra == rb and not rb.mean_matches_preprocess
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    variables, report = load({"params": manet_params}, path, layers=["conv1_1"],
+                             expected_mean_rgb=IMAGENET_CAFFE_MEAN_RGB, input_scale=0.5)
+    assert set(variables) == {"params"} and report.mean_matches_preprocess and report.loaded == ["conv1_1"]
+    np.testing.assert_allclose(variables["params"]["ersnet"]["conv1_1"]["kernel"],
+                               np.asarray(b["ersnet"]["conv1_1"]["kernel"]) / 0.5, rtol=1e-6)
+    assert any("input_scale=0.5" in n for n in report.notes)
+    with pytest.raises(TypeError):
+        load(manet_params, path, "keras_imagenet")  # options are keyword-only
 
 
 def test_file_kind_checks(manet_params, tmp_path):
