@@ -16,6 +16,9 @@ class AnnotationError(ValueError):
     """A label or landmark file that cannot be read; the message names file and line."""
 
 
+MAX_COORDINATE = 1e6  # px; beyond it a "landmark" is junk (and beyond ~3e38 float32 turns it into inf)
+
+
 def read_points(path, num_points: int, more_lines_follow: bool = False) -> np.ndarray:
     """(num_points, 2) float32 from 'x y' lines (blank lines skipped, commas and scientific
     notation welcome). With `more_lines_follow` the points are the first lines of the file
@@ -33,8 +36,9 @@ def read_points(path, num_points: int, more_lines_follow: bool = False) -> np.nd
             x, y = float(fields[0]), float(fields[1])
         except ValueError:
             raise AnnotationError(f"{path}, line {line_no}: expected two numbers 'x y', got {line.strip()!r}") from None
-        if not (np.isfinite(x) and np.isfinite(y)):
-            raise AnnotationError(f"{path}, line {line_no}: landmark is not finite: {line.strip()!r}")
+        if not (abs(x) <= MAX_COORDINATE and abs(y) <= MAX_COORDINATE):  # also NaN, inf and float32 overflow
+            raise AnnotationError(f"{path}, line {line_no}: landmark is not a finite pixel position "
+                                  f"(|x|, |y| <= {MAX_COORDINATE:g}): {line.strip()!r}")
         points.append((x, y))
     if len(points) != num_points:
         where = " at the top" if more_lines_follow else ""

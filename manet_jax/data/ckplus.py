@@ -84,7 +84,7 @@ def read_emotion(path) -> int:
         value = float(text)
     except ValueError:
         raise AnnotationError(f"{path}, line {line_no}: expected an emotion code 1..7, got {text!r}") from None
-    if value != round(value) or not 1 <= value <= 7:
+    if not 1 <= value <= 7 or value != round(value):  # range first: round(inf) raises, NaN fails the range
         raise AnnotationError(f"{path}, line {line_no}: emotion code must be an integer 1..7, got {text!r}")
     return int(value)
 

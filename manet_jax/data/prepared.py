@@ -102,6 +102,9 @@ def fingerprint(split: PreparedSplit) -> str:
 
 
 def is_prepared(path) -> bool:
+    """Whether `path` is a complete split. Every run asks this first, so it is also where the
+    temporary folders of killed preparations of `path` are swept away."""
+    remove_dead_temporaries(path)
     return (Path(path) / INFO_FILE).is_file()
 
 
