@@ -223,6 +223,12 @@ def test_degenerate_images_and_classes_are_refused_by_name(tmp_path):
     with pytest.raises(align.ImageDecodeError, match=r"hdr\.tif: float image with values in \[-5"):
         align.load_image(tmp_path / "hdr.tif")
 
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "bomb.png")
+    with pytest.MonkeyPatch.context() as patch:  # a decompression bomb: far more pixels than PIL allows
+        patch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+        with pytest.raises(align.ImageDecodeError, match=r"bomb\.png: cannot decode image \(DecompressionBombError"):
+            align.load_image(tmp_path / "bomb.png")
+
     fixtures.make_image_folder(tmp_path / "faces", subjects=10, per_subject=1)
     names = sorted(p.name for p in (tmp_path / "faces").iterdir())
     for f in (tmp_path / "faces" / names[0]).iterdir():
@@ -231,6 +237,28 @@ def test_degenerate_images_and_classes_are_refused_by_name(tmp_path):
         image_folder.records(tmp_path / "faces", names)
     with pytest.raises(FileNotFoundError, match="a classifier needs at least two classes"):
         image_folder.records(tmp_path / "faces", names[1:2])
+
+
+def test_preparation_reports_skipped_and_suspicious_files(tmp_path):
+    import shutil
+
+    faces = tmp_path / "faces"
+    fixtures.make_image_folder(faces, subjects=10, per_subject=1)
+    anger = sorted((faces / "anger").glob("*.png"))
+    (faces / "anger" / "notes.txt").write_text("not a face")
+    (faces / "anger" / ".DS_Store").write_bytes(b"\0")
+    copy = faces / "happy" / ("S999_" + anger[0].name.split("_", 1)[1])
+    shutil.copy(anger[0], copy)  # the same picture under another label
+    lines = []
+    cfg = _config(folder_config, faces, tmp_path / "cache")
+    datasets.load_splits(cfg, tmp_path, log=lines.append)
+    said = next(line for line in lines if "skipped or suspicious" in line)
+    assert said.startswith("3 files skipped or suspicious") and "1 skipped: not an image" in said
+    report = Path(said.rsplit("the list: ", 1)[1])
+    rows = dict(reversed(line.split("\t")) for line in report.read_text().splitlines())
+    assert rows[str(faces / "anger" / "notes.txt")] == "skipped: not an image"
+    assert rows[str(faces / "anger" / ".DS_Store")] == "skipped: hidden file"
+    assert rows[str(copy)] == f"suspicious: duplicate with another label (anger) of {anger[0]}"
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -149,6 +149,26 @@ def _tfds(config, root: Path, log):
     return splits["train"], splits.get("test")
 
 
+def _report_suspicious_files(cache: Path, find_notes, log) -> None:
+    """Count the skipped and suspicious files by reason, list them in <cache>/report.txt (found
+    once per cache: its name already depends on every file's name, size and time)."""
+    from collections import Counter
+
+    from manet_jax.metrics import write_text_atomic
+
+    report = cache / "report.txt"
+    if report.is_file():
+        notes = [tuple(reversed(line.split("\t", 1))) for line in report.read_text().splitlines() if line]
+    else:
+        notes = find_notes()
+        write_text_atomic(report, "".join(f"{reason}\t{path}\n" for path, reason in notes))
+    if not notes:
+        return
+    counts = Counter(reason.split(" of ")[0] for _, reason in notes)
+    log(f"{len(notes)} files skipped or suspicious ({'; '.join(f'{n} {r}' for r, n in counts.items())}); "
+        f"the list: {report}")
+
+
 def _folder(config, root: Path, log):
     """Class-per-folder images -> prepared arrays (cached per folder content and settings)."""
     from manet_jax.data import image_folder
@@ -169,6 +189,7 @@ def _folder(config, root: Path, log):
         "files": [(r.name, st.st_size, st.st_mtime_ns) for rs in recs.values() for r in rs for st in [r.image.stat()]],
     }, sort_keys=True).encode()).hexdigest()[:12]
     cache = root / "prepared" / "folder" / f"{source.name}-{digest}"
+    _report_suspicious_files(cache, lambda: image_folder.suspicious_files(split_dirs, class_names, recs), log)
     out, offset = {}, 0
     for split, rs in recs.items():
         path = cache / split

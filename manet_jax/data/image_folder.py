@@ -94,6 +94,33 @@ def records(folder, class_names, subject_regex: str = DEFAULT_SUBJECT_REGEX) -> 
     return out
 
 
+def suspicious_files(split_dirs: dict[str, Path], class_names, records: dict[str, list[Record]]) -> list[tuple[str, str]]:
+    """(path, reason) for what preparation skips or should be looked at: files in the class
+    folders that are not images (skipped), and images with the same bytes as another one
+    (a duplicate across classes is a label conflict, across train/test a leak)."""
+    import hashlib
+
+    notes = []
+    for folder in split_dirs.values():
+        for name in class_names:
+            for p in sorted((folder / name).rglob("*")):
+                if p.is_file() and (p.name.startswith(".") or p.suffix.lower() not in align.IMAGE_SUFFIXES):
+                    notes.append((str(p), "skipped: hidden file" if p.name.startswith(".") else "skipped: not an image"))
+    first_seen: dict[str, tuple[str, Record]] = {}
+    for split, rs in records.items():
+        for r in rs:
+            digest = hashlib.sha1(r.image.read_bytes()).hexdigest()
+            if digest not in first_seen:
+                first_seen[digest] = (split, r)
+                continue
+            other_split, other = first_seen[digest]
+            kind = ("duplicate across train and test (a leak)" if other_split != split else
+                    f"duplicate with another label ({class_names[other.label]})" if other.label != r.label else
+                    "duplicate")
+            notes.append((str(r.image), f"suspicious: {kind} of {other.image}"))
+    return notes
+
+
 def subject_ids(subjects) -> np.ndarray:
     """Integer ids in the subjects' natural order ('S005' -> 5 when the numbers are unique)."""
     unique = sorted(set(subjects), key=_natural_key)
