@@ -1,17 +1,11 @@
-"""Checkpoints: orbax's CheckpointManager, set up for this project's training runs.
+"""Checkpoints: orbax's CheckpointManager as the training runs use it.
 
-Each step is ``<directory>/<step>/{state, meta, metrics}``, written as a tmp directory and
-renamed when complete: a killed or failed save never shows up as a step and never touches
-older ones. Saves are synchronous, so a step is on disk when ``save`` returns.
-
-Retention is orbax's own: ``LatestN(max_to_keep)`` plus ``BestN(n=1)`` over the saves that
-carry ``best_metric``. Saves without it (stage 1 evaluates no accuracy) are written without
-metrics, so BestN never ranks them.
-
-Only one writable ``Checkpoints`` per directory (it removes leftover tmp directories); anything
-else reads with ``read_only=True`` or :func:`restore_params`, which never write.
-
-Store PRNG keys as ``jax.random.key_data(key)``: key objects are refused.
+A step is ``<directory>/<step>/{state, meta, metrics}``, renamed from a tmp directory once
+complete, so a killed or failed save never becomes a step nor touches older ones; saves are
+synchronous. Retention is orbax's ``LatestN(max_to_keep)`` plus ``BestN(n=1)`` over the saves
+that carry ``best_metric``: the others (stage 1 has no accuracy) are saved without metrics.
+One writable ``Checkpoints`` per directory (it deletes leftover tmp directories); readers use
+``read_only=True`` or :func:`restore_params`. PRNG key objects are refused: save key_data.
 """
 
 from __future__ import annotations
@@ -48,58 +42,52 @@ class CheckpointMismatchError(ValueError):
 
 @contextlib.contextmanager
 def _quiet_orbax():
-    """Drop orbax's expected warnings during one call, leaving the absl logger as it was."""
-    def keep(record):
-        return not any(text in record.getMessage() for text in _EXPECTED_WARNINGS)
-
-    logger = logging.getLogger("absl")
-    logger.addFilter(keep)
+    """Drop orbax's expected warnings during one call; nothing stays on the absl logger."""
+    keep = lambda record: not any(text in record.getMessage() for text in _EXPECTED_WARNINGS)  # noqa: E731
+    logging.getLogger("absl").addFilter(keep)
     try:
         yield
     finally:
-        logger.removeFilter(keep)
+        logging.getLogger("absl").removeFilter(keep)
 
 
 def _refuse_prng_keys(tree: Any, what: str) -> None:
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    bad = [param_match.path_str(p) for p, x in leaves
-           if hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)]
+    bad = [param_match.path_str(p) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+           if jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key)]
     if bad:
-        raise TypeError(
-            f"{what} holds PRNG key object(s) at {', '.join(bad)}: store jax.random.key_data(key) "
-            "(uint32) instead and rebuild the key with jax.random.wrap_key_data after restoring."
-        )
+        raise TypeError(f"{what} holds PRNG key object(s) at {', '.join(bad)}: save jax.random.key_data(key) "
+                        "(uint32) and rebuild the key with jax.random.wrap_key_data after restoring.")
 
 
-def _jsonable(tree: Any, name: str) -> dict:
-    """A plain-JSON copy (numpy/jax numbers become Python ones); errors name the bad entry."""
-    if not isinstance(tree, Mapping):
-        raise TypeError(f"{name} must be a dict, got {type(tree).__name__}.")
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    out = []
-    for path, leaf in leaves:
+def _jsonable(tree: Mapping, name: str) -> dict:
+    """A plain-JSON copy (numpy/jax numbers become Python ones); a TypeError names the entry."""
+    def plain(path, x):
         where = f"{name}/{param_match.path_str(path)}"
-        if any(isinstance(k, jax.tree_util.DictKey) and not isinstance(k.key, str) for k in path):
+        if not all(isinstance(getattr(k, "key", ""), str) for k in path):
             raise TypeError(f"{where}: JSON keys must be strings.")
-        if isinstance(leaf, (np.ndarray, np.generic, jax.Array)):
-            leaf = np.asarray(leaf).tolist()
-        elif not isinstance(leaf, (bool, int, float, str)):
-            raise TypeError(f"{where}: a {type(leaf).__name__} is not JSON (use dicts, lists, strings, "
-                            "numbers, booleans or None; e.g. config.to_dict()).")
-        out.append(leaf)
-    return jax.tree_util.tree_unflatten(treedef, out)
+        if isinstance(x, (np.ndarray, np.generic, jax.Array)):
+            return np.asarray(x).tolist()
+        if isinstance(x, (bool, int, float, str)):
+            return x
+        raise TypeError(f"{where}: a {type(x).__name__} is not JSON (use dicts, lists, str, numbers, bool, None).")
+
+    return jax.tree_util.tree_map_with_path(plain, dict(tree))
+
+
+def _registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+    """How a fresh manager reads each item; PyTreeRestore is restore_params' partial restore."""
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    for item, args in ((STATE, ocp.args.StandardSave), (STATE, ocp.args.StandardRestore),
+                       (STATE, ocp.args.PyTreeRestore), (META, ocp.args.JsonSave), (META, ocp.args.JsonRestore)):
+        registry.add(item, args)
+    return registry
 
 
 def _abstract(tree: Any) -> Any:
     """ShapeDtypeStructs on the leaf's own sharding, else on the first local device."""
     default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-
-    def leaf(x):
-        sharding = getattr(x, "sharding", None)
-        sharding = sharding if isinstance(sharding, jax.sharding.Sharding) else default
-        return jax.ShapeDtypeStruct(*param_match.spec(x), sharding=sharding)
-
-    return jax.tree.map(leaf, tree)
+    own = lambda x: x.sharding if isinstance(getattr(x, "sharding", None), jax.sharding.Sharding) else default  # noqa: E731
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(*param_match.spec(x), sharding=own(x)), tree)
 
 
 class Checkpoints:
@@ -132,12 +120,8 @@ class Checkpoints:
             save_interval_steps=0 if read_only else save_interval_steps or 1, create=not read_only,
             cleanup_tmp_directories=not read_only, enable_async_checkpointing=False,
         )
-        registry = ocp.handlers.DefaultCheckpointHandlerRegistry()  # how a fresh manager reads items
-        for item, arg in ((STATE, ocp.args.StandardSave), (STATE, ocp.args.StandardRestore),
-                          (STATE, ocp.args.PyTreeRestore), (META, ocp.args.JsonSave), (META, ocp.args.JsonRestore)):
-            registry.add(item, arg)
         with _quiet_orbax():
-            self._mngr = ocp.CheckpointManager(self.directory, options=options, handler_registry=registry)
+            self._mngr = ocp.CheckpointManager(self.directory, options=options, handler_registry=_registry())
 
     def all_steps(self) -> list[int]:
         return sorted(self._mngr.all_steps())
@@ -204,8 +188,6 @@ class Checkpoints:
         stored = self._stored(step)
         if abstract is not None:
             self._check(step, {"params": abstract}, {"params": stored.get("params", {})})
-        if "params" not in stored:
-            raise KeyError(f"Step {step} in {self.directory} has no 'params' (top level: {list(stored)}).")
         item = {"params": _abstract(stored["params"])}
         restore_args = ocp.checkpoint_utils.construct_restore_args(item)
         args = ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
