@@ -130,7 +130,7 @@ class Checkpoints:
         return self._mngr.latest_step()
 
     def best_step(self) -> int | None:
-        """The kept step with the best ``best_metric``; None if no kept save carries it."""
+        """The kept step with the best ``best_metric`` (the later on ties, as BestN keeps it), or None."""
         step = self._mngr.best_step()
         return step if step is not None and self.best_metric in (self._mngr.metrics(step) or {}) else None
 
