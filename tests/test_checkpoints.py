@@ -1,5 +1,6 @@
 """Checkpoints: round trips, retention (last N plus best), resume, mismatch reports, safety."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
 from manet_jax.checkpoints import CheckpointMismatchError, Checkpoints, restore_params
@@ -147,6 +149,29 @@ def test_keeps_last_n_plus_best(tmp_path):
         assert ckpts.best_step() == 7
         restored = ckpts.restore(7, abstract_state=abstract_state(step=7))
         assert int(restored["step"]) == 7
+
+
+def test_saves_without_the_metric_carry_no_metrics_and_older_runs_still_rank(tmp_path):
+    with Checkpoints(tmp_path, max_to_keep=1) as ckpts:
+        # A directory written before saves without the metric were stored metric-less.
+        ckpts._mngr.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave(make_state(step=1)),
+                                                    meta=ocp.args.JsonSave(META)), metrics={"eval_mask_iou": 0.9})
+        assert ckpts.best_step() is None  # a stage-1 save is never "best"
+        ckpts.save(2, make_state(step=2), META, {"eval_mask_iou": 0.5, "eval_accuracy": 0.4})
+        ckpts.save(3, make_state(step=3), META, {"eval_mask_iou": 0.8})  # what stage 1 passes
+        assert ckpts.metrics(3) is None and ckpts.metrics(2)["eval_accuracy"] == pytest.approx(0.4)
+        assert ckpts.all_steps() == [2, 3] and ckpts.best_step() == 2
+
+
+def test_nothing_is_installed_on_the_absl_logger(tmp_path):
+    import manet_jax.checkpoints  # noqa: F401
+
+    before = list(logging.getLogger("absl").filters)
+    with Checkpoints(tmp_path) as ckpts:
+        ckpts.save(1, make_state(), META)
+    with Checkpoints(tmp_path, read_only=True) as ckpts:
+        ckpts.restore_meta()
+    assert logging.getLogger("absl").filters == before == []
 
 
 def test_keep_best_min_mode_and_disabled(tmp_path):
