@@ -1,4 +1,4 @@
-"""Fuzzing the readers: mutated images, label, landmark and weight files.
+"""Fault injection and fuzzing: mutated input files, SIGKILLs, a full disk, two writers.
 
 Every mutated input must give either a clean result (the reader's documented type, shape and
 range, all finite) or one of the project's own errors (ValueError / OSError subclasses that
@@ -9,13 +9,19 @@ crash. Each test prints its counts: `pytest -s tests/test_fuzz.py` shows them.
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fixtures
-from manet_jax.data import align, ckplus, rafdb
+from manet_jax import training
+from manet_jax.data import align, ckplus, prepared, rafdb
+
+ROOT = Path(__file__).resolve().parents[1]
 
 USER_ERRORS = (ValueError, OSError)
 TOKENS = ["nan", "inf", "-inf", "1e309", "-1e40", "", "x", "0", "-3", "8", "1.5", "1,2", "\x00", "  ", "7 7"]
@@ -250,3 +256,79 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, restore_params(killed / "checkpoints"),
                  restore_params(whole / "checkpoints"))
     assert not list(killed.rglob(".*.tmp-*"))  # killed preparations' leftovers were swept away
+
+
+_FILL_SMALL_DISK = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from manet_jax.data import prepared
+n, size = 120, 96  # 120 x 96 x 96 x 3 bytes = 3.3 MB of images
+arrays = {"image": np.full((n, size, size, 3), 7, np.uint8), "landmarks8": np.zeros((n, 8, 2), np.float32),
+          "label": np.zeros(n, np.int32), "subject_id": np.arange(n, dtype=np.int32)}
+try:
+    prepared.write_split(sys.argv[2], arrays, {"class_names": ["a"]})
+except OSError as err:
+    print("OSError:", err)
+"""
+
+
+def test_a_full_disk_while_preparing_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
+    """It used to die of SIGBUS (writes into a sparse memory map) and leave its temp folder.
+    On a real 2 MB tmpfs when this test may mount one (root on Linux), else ENOSPC patched in."""
+    import errno
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+                                                   capture_output=True).returncode == 0
+    try:
+        if mounted:
+            out = subprocess.run([sys.executable, "-c", _FILL_SMALL_DISK, str(Path(__file__).parents[1]),
+                                  str(disk / "train")], capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stderr[-2000:]  # not killed by SIGBUS
+            message = out.stdout
+        else:
+            def no_space(*_):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            monkeypatch.setattr(os, "posix_fallocate", no_space)
+            with pytest.raises(OSError) as err:
+                prepared.write_split(disk / "train", {"image": np.zeros((4, 96, 96, 3), np.uint8),
+                                                      "landmarks8": np.zeros((4, 8, 2), np.float32),
+                                                      "label": np.zeros(4, np.int32),
+                                                      "subject_id": np.zeros(4, np.int32)}, {"class_names": ["a"]})
+            message = f"OSError: {err.value}"
+        assert f"not enough disk space to prepare data in {disk}" in message and "MB free" in message
+        assert list(disk.iterdir()) == []  # no split, no temporary folder
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_second_writer_of_a_workdir_stops_at_once_naming_the_first(tmp_path):
+    """The lock belongs to a live process; once it is gone (even killed) the workdir is free."""
+    import socket
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from manet_jax import locking\n"
+        "with locking.exclusive(sys.argv[2]):\n    print('locked', flush=True); time.sleep(120)"),
+        str(ROOT), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        from test_training import tiny_config
+
+        cfg = tiny_config()
+        with pytest.raises(OSError, match=f"{tmp_path} is in use by process {holder.pid} on {socket.gethostname()}"):
+            training.train_and_evaluate(cfg, tmp_path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]  # nothing else was touched
+    finally:
+        holder.kill()
+        holder.wait()
+    from manet_jax import locking
+
+    with locking.exclusive(tmp_path) as lock:  # the killed holder's lock is free again
+        assert lock.read_text() == f"{os.getpid()}@{socket.gethostname()}"
