@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from manet_jax import metrics
+from manet_jax import atomic, metrics
 
 VARIANT = "hog_svm"
 MODEL_DIR = "hog_svm"
@@ -149,19 +147,14 @@ def is_fitted(workdir) -> bool:
 
 
 def save_model(model: HogSvm, path) -> Path:
-    """An .npz of plain arrays (loadable with allow_pickle=False), via a temporary sibling + os.replace."""
+    """An .npz of plain arrays (loadable with allow_pickle=False), written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format_version": FORMAT_VERSION, "variant": VARIANT, "class_names": list(model.class_names),
             "image_size": model.image_size, "hog": model.hog, "settings": model.settings}
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:  # a file object: np.savez adds no '.npz' to the name
-            np.savez(f, coef=model.coef, intercept=model.intercept, mean=model.mean, scale=model.scale,
-                     classes=model.classes, meta=np.asarray(json.dumps(meta)))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic.replacing(path) as f:  # a file object: np.savez adds no '.npz' to the name
+        np.savez(f, coef=model.coef, intercept=model.intercept, mean=model.mean, scale=model.scale,
+                 classes=model.classes, meta=np.asarray(json.dumps(meta)))
     return path
 
 

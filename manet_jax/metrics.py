@@ -17,12 +17,12 @@ class. Classes that are empty are treated as follows:
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from manet_jax import atomic
 
 
 def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
@@ -141,27 +141,15 @@ def plot_confusion(confusion, class_names: Sequence[str], path, title: str | Non
     accuracy = np.trace(confusion) / max(n, 1)
     ax.set_title((f"{title}\n" if title else "") + f"accuracy {100 * accuracy:.2f}% over {n} examples", fontsize=10)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic.replacing(path) as f:
+        fig.savefig(f, format="png")
     return path
 
 
 # ------------------------------------------------------------------------ report files
 def write_text_atomic(path, text: str) -> Path:
-    """Write via a temporary sibling and os.replace, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """manet_jax.atomic.write_text (kept under this name for callers)."""
+    return atomic.write_text(path, text)
 
 
 def write_json_atomic(path, obj) -> Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +29,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from manet_jax import locking, regions
+from manet_jax import atomic, locking, regions
 from manet_jax.checkpoints import Checkpoints
 from manet_jax.data import datasets, pipeline, prepared
 from manet_jax.evaluation import evaluate, mask_errors
@@ -195,9 +194,7 @@ class MetricsLog:
                     kept.append(line)
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # a line cut short by a kill
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        atomic.write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, step: int, record: dict) -> None:
         record = {"step": int(step), **{k: (float(v) if isinstance(v, (np.floating, np.integer, jax.Array, float)) else v) for k, v in record.items()}}
@@ -380,7 +377,7 @@ def train_stages(config: ml_collections.ConfigDict, workdir: Path) -> dict:
     resumed = ckpts.latest_step() or 0
     stage, state = restore_state(ckpts, model, config, replicated, log)
     if main_process:  # only now: a run refused above leaves the workdir as it was
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        atomic.write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
     metrics_log = MetricsLog(workdir, enabled=main_process)
     metrics_log.truncate_after(resumed)
     metrics_log.write(resumed, {"stage": stage, **fingerprints})

@@ -20,8 +20,6 @@ Definitions (see docs/visualize.md):
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 import threading
 from functools import partial
 from pathlib import Path
@@ -31,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from manet_jax import preprocess
+from manet_jax import atomic, preprocess
 from manet_jax.models.vgg import ERSnet
 from manet_jax.regions import REGION_NAMES
 
@@ -323,15 +321,5 @@ def _region_bars(ax, q):
 
 def save_figure(fig, path, dpi: int = 100) -> None:
     """Write a PNG atomically: a temporary sibling renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a picture is for reading
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic.replacing(path) as f:
+        fig.savefig(f, format="png", dpi=dpi)
