@@ -308,10 +308,13 @@ def train_and_evaluate(config, workdir, log=print) -> dict:
     """train.py's hog_svm path: fit (or reuse) and evaluate the test split into <workdir>/eval/.
 
     Returns the same headline keys as training.train_and_evaluate (eval_accuracy,
-    eval_examples) plus train_accuracy and fit_seconds.
+    eval_examples) plus train_accuracy and fit_seconds. One writer per workdir, as for networks.
     """
-    fit = fit_workdir(config, workdir, log=log)
-    summary = evaluate_workdir(workdir, config=None, log=log)
+    from manet_jax import locking
+
+    with locking.exclusive(Path(workdir).absolute()):
+        fit = fit_workdir(config, workdir, log=log)
+        summary = evaluate_workdir(workdir, config=None, log=log)
     log(metrics.format_summary(summary))
     return {"eval_accuracy": summary["accuracy"], "eval_examples": summary["num_examples"],
             "train_accuracy": fit["train_accuracy"], "fit_seconds": fit["fit_seconds"],

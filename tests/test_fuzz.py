@@ -324,6 +324,9 @@ def test_a_second_writer_of_a_workdir_stops_at_once_naming_the_first(tmp_path):
         cfg = tiny_config()
         with pytest.raises(OSError, match=f"{tmp_path} is in use by process {holder.pid} on {socket.gethostname()}"):
             training.train_and_evaluate(cfg, tmp_path)
+        cfg.model.variant = "hog_svm"  # the classical baseline takes the same lock
+        with pytest.raises(OSError, match=f"{tmp_path} is in use by process {holder.pid}"):
+            training.train_and_evaluate(cfg, tmp_path)
         assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]  # nothing else was touched
     finally:
         holder.kill()
