@@ -275,8 +275,14 @@ class TrainWindow:
         return logged
 
 
+@jax.jit
+def _all_finite(tree):
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def all_finite(tree) -> bool:
-    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree))
+    """One reduction on the device and one read back (not one per parameter)."""
+    return bool(_all_finite(tree))
 
 
 def validate_config(config) -> None:
@@ -374,8 +380,7 @@ def train_stages(config: ml_collections.ConfigDict, workdir: Path) -> dict:
 
     # ------------------------------------------------------------------- restore (or start)
     ckpts = Checkpoints(workdir / "checkpoints", max_to_keep=t.keep_checkpoints)
-    resumed = ckpts.latest_step() or 0
-    stage, state = restore_state(ckpts, model, config, replicated, log)
+    stage, state, resumed = restore_state(ckpts, model, config, replicated, log)
     if main_process:  # only now: a run refused above leaves the workdir as it was
         atomic.write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
     metrics_log = MetricsLog(workdir, enabled=main_process)
@@ -439,11 +444,11 @@ def check_data_fits_model(config, split) -> None:
         )
 
 
-def restore_state(ckpts: Checkpoints, model: MANet, config, sharding, log) -> tuple[int, dict | None]:
-    """(stage, state) of the latest checkpoint; (first stage, None) when there is none."""
+def restore_state(ckpts: Checkpoints, model: MANet, config, sharding, log) -> tuple[int, dict | None, int]:
+    """(stage, state, step) of the latest checkpoint; (first stage, None, 0) when there is none."""
     latest = ckpts.latest_step()
     if latest is None:
-        return min(stage_bounds(config)), None
+        return min(stage_bounds(config)), None, 0
     meta = ckpts.restore_meta(latest)
     if meta.get("variant") != config.model.variant:
         raise ValueError(
@@ -454,7 +459,7 @@ def restore_state(ckpts: Checkpoints, model: MANet, config, sharding, log) -> tu
     tx, _ = make_optimizer(config.train, stage)
     state = ckpts.restore(latest, abstract_state=abstract_state(model, stage, tx, sharding))
     log(f"resumed from step {latest} (stage {stage}) in {ckpts.directory}")
-    return stage, state
+    return stage, state, latest
 
 
 def train_batches(config, model: MANet, split, stage: int, start_step: int, num_steps: int):
