@@ -15,12 +15,11 @@ Expected (paper, Table 5): 96.28% mean accuracy over the ten folds (python cv.py
 Needs a GPU/TPU at full size.
 """
 
-from configs import default
+from manet_jax import defaults
 
 
 def get_config(fold: str | None = None):
-    config = default.get_config()
-    config.data.name = "ckplus"
+    config = defaults.get_config("ckplus")
     config.data.data_dir = ""  # your CK+ folder (cohn-kanade-images/, Emotion/, Landmarks/)
     config.data.fold = int(fold) if fold else 1
     config.model.num_classes = 7

@@ -2,111 +2,16 @@
 
     python train.py --config=configs/default.py --workdir=runs/default
 
-This is the base every other config starts from; the data configs (ck, raf, folder) swap
-`config.data` and the schedule. On the synthetic data at full size it needs a GPU/TPU: on a
-2-core CPU use configs/synthetic.py instead. Expected: both stages train; the schedule is
-the paper's CK+ one (lr 1e-3, x0.1 every 500 steps, 1000 steps per stage, batch 42).
+Every key and its default live in the package (manet_jax/defaults.py), so a trained workdir
+restores without this folder; the data configs (ck, raf, folder) start from the same
+defaults for their data set and change the schedule. On the synthetic data at full size this
+needs a GPU/TPU: on a 2-core CPU use configs/synthetic.py instead. Expected: both stages
+train; the schedule is the paper's CK+ one (lr 1e-3, x0.1 every 500 steps, 1000 steps per
+stage, batch 42).
 """
 
-import ml_collections
-
-from manet_jax.regions import DEFAULT_REGION_SIZES
+from manet_jax import defaults
 
 
 def get_config():
-    config = ml_collections.ConfigDict()
-    config.seed = 0
-
-    config.model = model = ml_collections.ConfigDict()
-    model.variant = "manet"  # 'manet' | 'vgg' | 'vgg_se' (Tables 3 and 5)
-    model.num_classes = 7
-    model.input_size = 224
-    model.width_multiplier = 1.0  # < 1 for CPU-sized runs; 1.0 is VGG16 / Table 1
-    model.num_regions = 8
-    model.dtype = "float32"  # compute dtype: 'float32' | 'bfloat16' (parameters stay float32)
-    model.dropout_rate = 0.5
-    model.kernel_init = "xavier"  # ERSnet: "xavier" (Glorot) | "caffe_xavier" (fan_in) | "he"
-    model.rasnet_kernel_init = "xavier"  # RASnet is always trained from scratch (the paper: Xavier)
-    model.head_init = "same"  # fc8: 'same' (kernel_init, the paper) | 'zeros' (logits start at 0)
-    model.input_scale = 1.0  # x ERSnet's normalised input; 1 = the 0..255 scale (VGG-Face weights)
-    model.fc_units = 4096  # fc6, fc7
-    model.rasnet_hidden_units = 2048  # Table 1, layer 7
-    model.se_reduction = 16
-    model.ma_weight_pool = 2  # weight branch: avg-pool 14 -> 7 (our reading of Fig. 2)
-    model.ma_weight_channels = 128  # weight branch: 1x1 conv channels (our reading)
-    model.norm = "none"  # ERSnet convs: 'none' (the paper's VGG16) | 'group' (GroupNorm, from-scratch option)
-    model.rasnet_input_size = 0  # 0 = input_size (the paper); else RASnet sees the face resized to this (>= 87)
-    model.ma_output_scale = 1.0  # x F of Eq. 6 (1 = the paper); num_regions keeps V's scale at init
-    # (width, height) fractions of the image per region, in REGION_NAMES order (Table 2 as read
-    # with Eq. 4: eyes+brows 0.72W wide x 0.36H tall, mouth+nose 0.54W x 0.36H).
-    model.region_sizes = tuple(tuple(s) for s in DEFAULT_REGION_SIZES)
-    # Pretrained VGG16 weights for ERSnet (docs/pretrained.md); '' = train from scratch.
-    # The paper loads VGG-Face into the five conv blocks: path=<vgg_face_dag.pth>, layers='conv'.
-    model.init_from = ml_collections.ConfigDict()
-    model.init_from.path = ""
-    model.init_from.format = "auto"  # 'auto' | 'pytorch' | 'matconvnet' | 'keras_vggface' | 'keras_imagenet'
-    model.init_from.layers = "conv"  # 'conv' (the paper's) | 'all' (+ fc6, fc7, fc8 if shapes match) | 'conv1_1,...'
-    model.init_from.strict = True  # a missing or mis-shaped requested layer is an error
-
-    config.data = data = ml_collections.ConfigDict()
-    data.name = "synthetic"
-    data.data_dir = ""  # your data folder (ckplus, rafdb, folder); unused by synthetic
-    data.cache_dir = ""  # where prepared (aligned) data is cached ('' -> <workdir>/data)
-    # Alignment (data/align.py): where the template's landmark box sits in the crop, the
-    # transform fitted ('similarity' | 'affine') and on which points ('rigid' eyes+nose | 'all').
-    data.face_box = (0.2, 0.3, 0.8, 0.9)
-    data.align_transform = "similarity"
-    data.align_points = "rigid"
-    data.class_names = ()  # folder: label order; () = sorted class folder names
-    data.subject_regex = r"^(S\d+)_"  # folder: subject id from the file name ('' = one per image)
-    data.raf_source = "original"  # rafdb: 'original' (align with 5 manual points) | 'aligned' (authors' crops)
-    data.raf_landmarks = "manual5"  # rafdb: 'manual5' | 'auto37' (also store the 37 automatic points)
-    data.raf37_to_8 = ()  # rafdb auto37: indices of the paper's 8 points among the 37 (order: see README)
-    data.num_train = 3500
-    data.num_test = 700
-    data.num_train_subjects = 60
-    data.num_test_subjects = 20
-    data.seed = 0  # synthetic data: which faces (independent of the training seed)
-    data.fold = 0  # CK+-style person-independent fold (1..10); 0 = the data set's own split
-    # RGB mean subtracted from 0..255 input: VGG-Face's (the paper's weights); ImageNet VGG16
-    # weights (init_from format keras_imagenet) want (123.68, 116.779, 103.939).
-    data.pixel_mean = (129.1863, 104.7624, 93.5940)
-    data.random_flip = True  # mirrors landmarks and swaps left/right points with the image
-    # Training-time augmentation (data/pipeline.py): our option for small real data sets; the
-    # paper does not augment (beyond flips), so 0 = off everywhere here. One affine per example
-    # moves the image and its landmarks together, so the ground-truth masks follow the face.
-    data.augment = augment = ml_collections.ConfigDict()
-    augment.scale = 0.0  # max relative zoom: factor uniform in [1 - scale, 1 + scale], < 1
-    augment.shift = 0.0  # max translation per axis, as a fraction of the image size, <= 0.5
-    augment.rotate = 0.0  # max in-plane rotation about the image centre, degrees, <= 45
-    augment.brightness = 0.0  # max additive change, as a fraction of 255, <= 1
-    augment.contrast = 0.0  # max relative change: factor in [1 - c, 1 + c] about the image mean, < 1
-
-    config.train = train = ml_collections.ConfigDict()
-    train.batch_size = 42  # global batch, split over all devices
-    train.eval_batch_size = 64
-    train.stage1_steps = 1000  # RASnet on the Eq. 2-3 mask loss (manet only)
-    train.stage2_steps = 1000  # ERSnet on cross-entropy, RASnet frozen
-    train.stage1_learning_rate = 1e-3  # section IV-B gives one rate; we apply it per stage
-    train.stage2_learning_rate = 1e-3
-    train.lr_decay_factor = 0.1
-    train.lr_decay_every = 500  # steps, counted from the start of each stage
-    train.warmup_steps = 0
-    train.optimizer = "sgd"  # 'sgd' (the paper's, Caffe-style) | 'adam' | 'adamw' (decoupled decay)
-    train.momentum = 0.9  # SGD momentum, or Adam's b1
-    train.weight_decay = 5e-4  # sgd/adam: added to the gradient (Caffe); adamw: x lr, decoupled
-    train.eval_every = 250
-    train.log_every = 50
-    train.checkpoint_every = 250
-    train.keep_checkpoints = 3
-    train.progress_bar = True
-
-    # The classical baseline, model.variant='hog_svm' (manet_jax/classical.py): HOG of the grey
-    # aligned crop, standardised, + a linear SVM. Seconds on a CPU: a sanity check of data and labels.
-    config.hog = hog = ml_collections.ConfigDict()
-    hog.orientations = 9
-    hog.cells_per_side = 8  # cell = input_size // 8 px (12 at 96, 28 at 224): the same grid at any size
-    hog.cells_per_block = 2  # blocks of 2x2 cells, L2-Hys normalised
-    hog.C = 3e-4  # LinearSVC's inverse regularisation on standardised features (bench/hog_svm.py)
-    hog.max_iter = 10000  # LinearSVC iterations; a warning says when they are not enough
-    return config
+    return defaults.get_config("synthetic")

@@ -28,15 +28,13 @@ before ~1,200 steps stops them early (44% with the decay at 600). About 3-3.5 mi
 fold on 2 cores (ten folds: ~33 min), more for manet.
 """
 
-from configs import default
+from manet_jax import defaults
 
 
 def get_config(arg: str | None = None):
-    config = default.get_config()
-    config.data.name = "folder"
+    config = defaults.get_config("folder")
     config.data.data_dir = ""  # your folder of class folders
     config.data.fold = 1
-    config.data.class_names = ()  # e.g. ('anger', 'contempt', ...) to fix the label order
     config.train.stage1_steps = 1000
     config.train.stage2_steps = 1000
     config.train.lr_decay_every = 500

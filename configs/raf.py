@@ -11,12 +11,11 @@ iterations, 20K iterations (per stage), dropout 0.5, Xavier; conv blocks from VG
 Expected (paper, Table 3): 85.69% test accuracy (75.59% without VGG-Face). Needs a GPU/TPU.
 """
 
-from configs import default
+from manet_jax import defaults
 
 
 def get_config():
-    config = default.get_config()
-    config.data.name = "rafdb"
+    config = defaults.get_config("rafdb")
     config.data.data_dir = ""  # your RAF-DB basic/ folder
     config.data.fold = 0  # the published split; 1..10 = CK+-style folds (every image its own subject)
     config.model.num_classes = 7

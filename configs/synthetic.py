@@ -18,12 +18,21 @@ docs/training_dynamics.md for the measurements behind them):
 Expected (2-core CPU): every seed >= 90% test accuracy, mask IoU ~0.77, under 10 minutes for
 the whole command; `python bench/demo_seeds.py` measures it, the README shows its runs.
 Baselines on the same data and budget: --config.model.variant=vgg or vgg_se.
+
+`:tiny` is the smallest run that exercises everything (the tests' config): the paper's
+recipe (configs/default.py) at toy size: 96 px (the least RASnet's Table 1 allows), 1/16
+width, 64 fc units, 40 + 21 faces, 4 + 4 steps at batch 8. Seconds on a CPU; its accuracy
+means nothing.
 """
 
 from configs import default
 
 
-def get_config():
+def get_config(arg: str | None = None):
+    if arg == "tiny":
+        return tiny(default.get_config())
+    if arg not in (None, ""):
+        raise ValueError(f"configs/synthetic.py takes no argument or 'tiny'; got {arg!r}")
     config = default.get_config()
     m, d, t = config.model, config.data, config.train
     m.input_size, m.width_multiplier, m.dropout_rate = 112, 0.125, 0.0
@@ -37,4 +46,16 @@ def get_config():
     t.warmup_steps, t.lr_decay_every = 50, 750
     t.eval_every = t.checkpoint_every = 525
     t.log_every = 25
+    return config
+
+
+def tiny(config):
+    """The paper's recipe at toy size, the tests' config (see the module docstring)."""
+    m, d, t = config.model, config.data, config.train
+    m.input_size, m.width_multiplier, m.fc_units, m.rasnet_hidden_units = 96, 1 / 16, 64, 64
+    d.num_train, d.num_test, d.num_train_subjects, d.num_test_subjects = 40, 21, 6, 3
+    t.batch_size, t.eval_batch_size = 8, 8
+    t.stage1_steps, t.stage2_steps = 4, 4
+    t.eval_every, t.log_every, t.checkpoint_every = 2, 1, 2
+    t.progress_bar = False
     return config

@@ -43,4 +43,4 @@ def _parse_flags(argv):
         overrides = [a.lstrip("-").split("=")[0] for a in argv[1:] if a.startswith("--config.")]
         named = [o for o in overrides if key in o.split(".")] or overrides
         sys.exit(f"error: {', '.join(named) or key} is not a key of the config ({key!r} does not exist); "
-                 f"the keys are those of the --config file (configs/default.py lists them all)")
+                 f"the keys are those of the --config file (manet_jax/defaults.py lists them all)")

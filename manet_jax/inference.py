@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from manet_jax import evaluation, metrics, preprocess
+from manet_jax import defaults, evaluation, metrics, preprocess
 from manet_jax.checkpoints import Checkpoints
 from manet_jax.models import MANet, build_model
 
@@ -109,27 +109,27 @@ def _merge(base: ml_collections.ConfigDict, stored: dict) -> None:
 
 
 def load_config(workdir) -> ml_collections.ConfigDict:
-    """<workdir>/config.json as written by training, on top of configs/default.py.
+    """<workdir>/config.json as written by training, on top of the package's defaults.
 
-    Keys added to the project after the run was trained take their defaults, so old
-    workdirs stay loadable; JSON arrays come back as tuples. A run from before
-    data.cache_dir existed used data.data_dir as its prepared-data cache: that is carried over.
+    That file is all a restore needs (not the repository's configs/). Keys added to the
+    project after the run was trained take their defaults, so old workdirs stay loadable;
+    JSON arrays come back as tuples. A run from before data.cache_dir existed used
+    data.data_dir as its prepared-data cache: that is carried over.
     """
     path = Path(workdir).absolute() / "config.json"
     if not path.is_file():
         raise FileNotFoundError(
             f"{path.parent} has no config.json: not a workdir written by train.py (or pass a config explicitly)"
         )
-    stored = json.loads(path.read_text())
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
     data = stored.get("data", {})
     if "data_dir" in data and "cache_dir" not in data:
         data["cache_dir"], data["data_dir"] = data["data_dir"], ""
-    try:
-        from configs.default import get_config
-    except ImportError:  # the library without the repository's configs/
-        config = ml_collections.ConfigDict()
-    else:
-        config = get_config()
+    data_set = data.get("name", "synthetic")
+    config = defaults.get_config(data_set if data_set in defaults.DATA_SETS else "synthetic")
     _merge(config, stored)
     return config
 

@@ -29,7 +29,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from manet_jax import atomic, locking, regions
+from manet_jax import atomic, defaults, locking, regions
 from manet_jax.checkpoints import Checkpoints
 from manet_jax.data import datasets, pipeline, prepared
 from manet_jax.evaluation import evaluate, mask_errors
@@ -306,6 +306,8 @@ def validate_config(config) -> None:
 def config_problems(config):
     """Values that would otherwise fail deep inside JAX or tf.data, each named by its key."""
     m, d, t = config.model, config.data, config.train
+    if problem := defaults.data_problem(d):
+        yield problem
     finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
     if m.num_regions != regions.NUM_REGIONS or len(m.region_sizes) != regions.NUM_REGIONS:
         yield (f"config.model.num_regions={m.num_regions} with {len(m.region_sizes)} model.region_sizes: the masks "

@@ -12,6 +12,7 @@ import pytest
 from skimage.feature import hog
 
 from configs import folder as folder_config
+from configs import synthetic as synthetic_config
 from configs.default import get_config
 from manet_jax import classical, crossval, inference, metrics, training
 from manet_jax.data import datasets
@@ -129,13 +130,10 @@ def test_save_and_load_give_identical_predictions_without_pickle(tmp_path):
 
 # ------------------------------------------------------------------------------ workdirs
 def tiny_config(cache):
-    cfg = get_config()
+    cfg = synthetic_config.get_config("tiny")
     cfg.model.variant = classical.VARIANT
-    cfg.model.input_size = 96
-    cfg.data.num_train, cfg.data.num_test = 42, 21
-    cfg.data.num_train_subjects, cfg.data.num_test_subjects = 6, 3
+    cfg.data.num_train = 42
     cfg.data.cache_dir = str(cache)
-    cfg.train.progress_bar = False
     return cfg
 
 

@@ -15,19 +15,17 @@ from manet_jax.data import datasets
 ROOT = Path(__file__).resolve().parents[1]
 
 CONFIG_FILE = '''
-from configs import default
+from configs import synthetic
 
 
 def get_config():
-    c = default.get_config()
+    c = synthetic.get_config("tiny")
     c.model.variant = "vgg"
-    c.model.input_size, c.model.width_multiplier, c.model.fc_units = 96, 1 / 16, 64
-    c.data.num_train, c.data.num_test = 40, 20  # 60 faces of 12 subjects: 1-2 test subjects a fold
+    c.data.num_test = 20  # 60 faces of 12 subjects: 1-2 test subjects a fold
     c.data.num_train_subjects, c.data.num_test_subjects = 8, 4
     t = c.train
-    t.batch_size, t.eval_batch_size, t.stage2_steps = 8, 8, 2
+    t.stage2_steps = 2
     t.eval_every, t.log_every, t.checkpoint_every = 100, 100, 100
-    t.progress_bar = False
     return c
 '''
 

@@ -2,6 +2,9 @@
 flip TTA, checkpoint choice and errors that name the workdir."""
 
 import json
+import os
+import subprocess
+import sys
 import shutil
 from pathlib import Path
 
@@ -9,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs.default import get_config
+from configs import synthetic as synthetic_config
 from manet_jax import inference, preprocess, regions, training
 from manet_jax.checkpoints import restore_params
 from manet_jax.data import datasets
@@ -17,17 +20,10 @@ from manet_jax.models import build_model
 
 
 def tiny_manet_config():
-    cfg = get_config()
-    cfg.model.input_size, cfg.model.width_multiplier, cfg.model.fc_units = 96, 1 / 16, 64
-    cfg.model.rasnet_hidden_units = 64
-    cfg.data.num_train, cfg.data.num_test = 40, 23  # 23 test faces: batch 8 leaves a partial batch
-    cfg.data.num_train_subjects, cfg.data.num_test_subjects = 6, 3
+    cfg = synthetic_config.get_config("tiny")
+    cfg.data.num_test = 23  # 23 test faces: batch 8 leaves a partial batch
     t = cfg.train
-    t.batch_size, t.eval_batch_size = 8, 8
-    t.stage1_steps, t.stage2_steps = 2, 2
-    t.eval_every, t.log_every, t.checkpoint_every = 2, 2, 2
-    t.stage2_learning_rate = 1e-3
-    t.progress_bar = False
+    t.stage1_steps, t.stage2_steps, t.log_every = 2, 2, 2
     return cfg
 
 
@@ -131,3 +127,41 @@ def test_non_default_outputs_get_a_suffix(trained):
     assert (workdir / "eval" / "confusion_train_tta_step4.png").is_file()
     if before is not None:
         assert default.read_bytes() == before  # the defaults' file is untouched
+
+
+RESTORE_ELSEWHERE = """
+import importlib.util, sys
+import numpy as np
+assert importlib.util.find_spec("configs") is None, "the repository's configs/ is importable here"
+from manet_jax.inference import load_run
+run = load_run(sys.argv[1], "latest")
+np.save(sys.argv[3], run.predict(np.load(sys.argv[2]))["logits"])
+"""
+
+
+def test_a_workdir_restores_from_its_config_json_alone(trained, tmp_path):
+    """Outside the repository (no configs/ to import) load_run rebuilds the same network."""
+    cfg, workdir, _, test = trained
+    assert inference.load_config(workdir).to_dict() == cfg.to_dict()
+    images = np.asarray(test.image[:3])
+    np.save(tmp_path / "images.npy", images)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", RESTORE_ELSEWHERE, str(workdir), "images.npy", "logits.npy"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    expected = inference.load_run(workdir, "latest").predict(images)["logits"]
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_keys_of_one_data_set_belong_to_its_configs_only():
+    from configs import ck, folder, raf
+
+    assert "raf_source" in raf.get_config().data and "raf_source" not in ck.get_config().data
+    assert "subject_regex" in folder.get_config().data and "subject_regex" not in raf.get_config().data
+    assert "num_train" in synthetic_config.get_config().data and "num_train" not in folder.get_config().data
+    cfg = synthetic_config.get_config("tiny")
+    cfg.data.name = "folder"  # a synthetic config pointed at a folder lacks the folder's keys
+    with pytest.raises(ValueError, match=r"config.data.name='folder' needs config.data.class_names, subject_regex"):
+        training.validate_config(cfg)
+    with pytest.raises(ValueError, match="no argument or 'tiny'"):
+        synthetic_config.get_config("huge")

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs.default import get_config
+from configs import synthetic as synthetic_config
 from manet_jax import training
 from manet_jax.checkpoints import CheckpointMismatchError, Checkpoints, restore_params
 from manet_jax.models import build_model
@@ -21,16 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(**train):
-    cfg = get_config()
-    cfg.model.input_size, cfg.model.width_multiplier, cfg.model.fc_units = 96, 1 / 16, 512
-    cfg.data.num_train, cfg.data.num_test = 40, 21
-    cfg.data.num_train_subjects, cfg.data.num_test_subjects = 6, 3
+    cfg = synthetic_config.get_config("tiny")
+    cfg.model.fc_units, cfg.model.rasnet_hidden_units = 512, 2048
     t = cfg.train
-    t.batch_size, t.eval_batch_size = 8, 8
-    t.stage1_steps, t.stage2_steps = 4, 4
-    t.eval_every, t.log_every, t.checkpoint_every = 2, 1, 2
-    t.stage1_learning_rate, t.stage2_learning_rate = 1e-4, 1e-3
-    t.progress_bar = False
+    t.stage1_learning_rate = 1e-4
     for k, v in train.items():
         t[k] = v
     return cfg

@@ -21,10 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from manet_jax import defaults
 from manet_jax.data import align, folds, prepared
-
-NAMES = ("synthetic", "ckplus", "rafdb", "folder")
-
 
 def cache_root(config, workdir) -> Path:
     """config.data.cache_dir, or <workdir>/data when it is empty."""
@@ -33,16 +31,16 @@ def cache_root(config, workdir) -> Path:
 
 def load_splits(config, workdir, log=print) -> tuple[prepared.PreparedSplit, prepared.PreparedSplit]:
     """(train, test) prepared splits for config.data, preparing them on first use."""
+    if problem := defaults.data_problem(config.data):
+        raise ValueError(problem)
     name = config.data.name
     root = cache_root(config, workdir)
     if name == "synthetic":
         train, test = _synthetic(config, root, log)
     elif name in ("ckplus", "rafdb"):
         train, test = _tfds(config, root, log)
-    elif name == "folder":
+    else:  # folder (data_problem knows the names)
         train, test = _folder(config, root, log)
-    else:
-        raise ValueError(f"config.data.name must be one of {NAMES}, got {name!r}")
     return apply_fold(train, test, config.data.fold, log, name)
 
 

@@ -12,7 +12,7 @@ VARIANTS = tuple(VARIANT_ATTENTION)
 
 
 def build_model(model_config) -> MANet:
-    """A Linen module from `config.model` (see configs/default.py for the keys)."""
+    """A Linen module from `config.model` (see manet_jax/defaults.py for the keys)."""
     cfg = model_config
     if not float(cfg.get("input_scale", 1.0)) > 0:
         raise ValueError(f"model.input_scale must be > 0, got {cfg.get('input_scale')}")
