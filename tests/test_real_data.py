@@ -110,6 +110,37 @@ def test_builders_take_the_default_paper_setting_and_custom_ones(tmp_path):
         assert custom.builder_config.size == 112 and custom.builder_config.name != default.builder_config.name
 
 
+def test_tfds_builders_give_the_examples_that_training_prepares(ck_tree, raf_tree, tmp_path):
+    """One data path: training writes prepared arrays straight from the records; the TFDS
+    builders, kept for TFDS users, must yield the same examples (matched by name)."""
+    import tensorflow_datasets as tfds
+
+    from manet_jax.data import tfds_builders
+    from manet_jax.data.pipeline import tensorflow
+
+    tensorflow()
+    cases = ((ck, ck_tree[0], tfds_builders.CkPlusAligned, dict(fold=1), {}),
+             (raf, raf_tree["root"], tfds_builders.RafDbAligned, dict(raf_landmarks="auto37", raf37_to_8=fixtures.RAF37_TO_8),
+              dict(raf_source="original", raf_landmarks="auto37", raf37_to_8=tuple(fixtures.RAF37_TO_8))))
+    for module, source, cls, data, raf_opts in cases:
+        cfg = _config(module, source, tmp_path / "cache", **data)
+        train, test = datasets.load_splits(cfg, tmp_path, log=_quiet)
+        ours = prepared.concatenate([train, test])
+        index = {str(n): i for i, n in enumerate(ours.name)}
+        builder = tfds_builders.make_builder(cls, align.AlignSpec(SIZE), tmp_path / "tfds", **raf_opts)
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=str(source), try_download_gcs=False))
+        seen = 0
+        for split in builder.info.splits:
+            for ex in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)):
+                i = index[ex["name"].decode()]
+                for key in ("image", "landmarks", "landmarks8", "label", "subject_id"):
+                    np.testing.assert_array_equal(ex[key], getattr(ours, key)[i], err_msg=f"{cls.name} {key}")
+                seen += 1
+        assert seen == len(ours) == len(index)
+        assert ours.landmark_scheme == tfds_builders.landmark_scheme(builder)
+
+
 def test_fold_sizes_of_the_ck_fixture_cover_every_example_once(ck_tree, tmp_path):
     root, truth = ck_tree
     subject_ids = np.array([e[2] for e in truth["records"]])

@@ -6,14 +6,17 @@
     rafdb             RAF-DB basic/ folder                             published train/test
     folder            <root>/<class>/<image> or <root>/train|test/...   given, or fold 1..10
 
-Prepared arrays live under config.data.cache_dir (default <workdir>/data). CK+ and RAF-DB go
-through their TFDS builders first (data/tfds_builders.py), then into memory-mappable arrays.
+Prepared arrays live under config.data.cache_dir (default <workdir>/data), one folder per
+data set and preparation setting; every source is read, aligned and written into them in one
+pass (data/prepared.py). The TFDS builders (data/tfds_builders.py) give TFDS users the same
+CK+ and RAF-DB examples; training does not need them.
 `config.data.fold` k > 0 pools all examples and takes the CK+-style person-independent fold
 k as the test set (data/folds.py).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -38,7 +41,7 @@ def load_splits(config, workdir, log=print) -> tuple[prepared.PreparedSplit, pre
     if name == "synthetic":
         train, test = _synthetic(config, root, log)
     elif name in ("ckplus", "rafdb"):
-        train, test = _tfds(config, root, log)
+        train, test = _annotated(config, root, log)
     else:  # folder (data_problem knows the names)
         train, test = _folder(config, root, log)
     return apply_fold(train, test, config.data.fold, log, name)
@@ -92,53 +95,77 @@ def _source_dir(config) -> Path:
     return Path(config.data.data_dir).expanduser().absolute()
 
 
-def _tfds(config, root: Path, log):
-    """CK+ / RAF-DB: TFDS builder (validated layout first) -> prepared arrays, each once."""
+def raf_options(data) -> dict:
+    """RAF-DB's source options from config.data (they name the prepared cache and the TFDS config)."""
+    raf = dict(raf_source=data.raf_source, raf_landmarks=data.raf_landmarks,
+               raf37_to_8=tuple(int(i) for i in data.raf37_to_8))
+    if raf["raf37_to_8"] and len(raf["raf37_to_8"]) != 8:
+        raise ValueError(f"config.data.raf37_to_8 must hold 8 indices, got {list(raf['raf37_to_8'])}")
+    return raf
+
+
+def cache_name(spec: align.AlignSpec, **raf) -> str:
+    """A name that spells out every preparation setting: one cache folder per setting."""
+    box = "_".join(f"{round(v * 100):d}" for v in spec.face_box)
+    name = f"s{spec.size}_{spec.transform}_{spec.points}_box{box}"
+    if raf:
+        name += f"_{raf.get('raf_source', 'original')}_{raf.get('raf_landmarks', 'manual5')}"
+        if raf.get("raf37_to_8"):
+            name += "_map" + "-".join(str(int(i)) for i in raf["raf37_to_8"])
+    return name
+
+
+def _write_split(path: Path, examples, num_examples: int, spec: align.AlignSpec, num_landmarks: int, info: dict,
+                 name_length: int) -> None:
+    """Stream examples (dicts in the prepared layout) into a new split, committed atomically."""
+    with prepared.SplitWriter(path, num_examples, spec.size, num_landmarks, info, name_length=name_length) as writer:
+        for i, example in enumerate(examples):
+            writer.set(i, example)
+        writer.commit()
+
+
+def _annotated(config, root: Path, log):
+    """CK+ / RAF-DB: the user's files (layout checked every time) -> aligned crops, once.
+
+    The records are read, decoded and aligned straight into memory-mappable arrays, in the
+    order of the annotation files. The TFDS builders (data/tfds_builders.py) produce the same
+    examples for users of TFDS; training does not go through them.
+    """
     from manet_jax.data import ckplus, rafdb
 
     source = _source_dir(config)
     d = config.data
     spec = align.AlignSpec.from_config(d, config.model.input_size)
     if d.name == "ckplus":
-        ckplus.find_layout(source)  # a clear error before TFDS gets involved
-        split_names, raf = ("train",), {}
+        ckplus.find_layout(source)
+        raf, split_names = {}, ("train",)
+        num_landmarks, scheme, class_names = 68, "ibug68", ckplus.CLASS_NAMES
     else:
         rafdb.find_root(source)
-        split_names = ("train", "test")
-        raf = dict(raf_source=d.raf_source, raf_landmarks=d.raf_landmarks, raf37_to_8=tuple(int(i) for i in d.raf37_to_8))
-        if raf["raf37_to_8"] and len(raf["raf37_to_8"]) != 8:
-            raise ValueError(f"config.data.raf37_to_8 must hold 8 indices, got {raf['raf37_to_8']}")
-    from manet_jax.data import tfds_builders
-
-    builder_cls = tfds_builders.CkPlusAligned if d.name == "ckplus" else tfds_builders.RafDbAligned
-    bconfig = tfds_builders.make_config(spec, **raf)
-    folder = root / "prepared" / builder_cls.name / bconfig.name / str(builder_cls.VERSION)
+        raf, split_names = raf_options(d), ("train", "test")
+        num_landmarks, scheme = rafdb.landmark_layout(d.raf_source, d.raf_landmarks)
+        class_names = rafdb.CLASS_NAMES
+    folder = root / "prepared" / d.name / cache_name(spec, **raf)
     paths = {s: folder / s for s in split_names}
     if not all(prepared.is_prepared(p) for p in paths.values()):
-        import tensorflow_datasets as tfds
-
-        from manet_jax.data.pipeline import tensorflow
-
-        tensorflow()  # hide accelerators from TensorFlow before TFDS touches it
-        builder = tfds_builders.make_builder(builder_cls, spec, root / "tfds", **raf)
         start = time.time()
         log(f"preparing {d.name} from {source} (aligning to {spec.size}x{spec.size}; once) ...")
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            manual_dir=str(source), try_download_gcs=False))
-        scheme = tfds_builders.landmark_scheme(builder)
+        if d.name == "ckplus":
+            by_split = {"train": ckplus.records(source)}
+            load = functools.partial(ckplus.load_example, spec=spec)
+        else:
+            records = rafdb.records(source, d.raf_source, d.raf_landmarks)
+            by_split = {s: [r for r in records if r.split == s] for s in split_names}
+            load = functools.partial(rafdb.load_example, spec=spec, landmark_set=d.raf_landmarks,
+                                     raf37_to_8=raf["raf37_to_8"])
         for split, path in paths.items():
             if prepared.is_prepared(path):
                 continue
-            n = builder.info.splits[split].num_examples
-            num_landmarks = builder.info.features["landmarks"].shape[0]
-            info = {"class_names": list(builder.info.features["label"].names), "source": d.name,
-                    "source_dir": str(source), "landmark_scheme": scheme, "tfds": f"{builder.name}/{bconfig.name}",
-                    "align": spec.describe(), "split": split}
-            with prepared.SplitWriter(path, n, spec.size, num_landmarks, info) as writer:
-                for i, ex in enumerate(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))):
-                    ex["name"] = ex["name"].decode() if isinstance(ex["name"], bytes) else ex["name"]
-                    writer.set(i, ex)
-                writer.commit()
+            records = by_split[split]
+            info = {"class_names": list(class_names), "source": d.name, "source_dir": str(source),
+                    "landmark_scheme": scheme, "align": spec.describe(), "split": split, **raf}
+            _write_split(path, map(load, records), len(records), spec, num_landmarks, info,
+                         name_length=max(len(r.name) for r in records) + 1)
         log(f"prepared {d.name} in {time.time() - start:.1f}s -> {folder}")
     splits = {s: prepared.read_split(p) for s, p in paths.items()}
     recorded = splits[split_names[0]].info.get("source_dir")
@@ -197,11 +224,8 @@ def _folder(config, root: Path, log):
             start = time.time()
             info = {"class_names": list(class_names), "source": "folder", "source_dir": str(source),
                     "landmark_scheme": "template", "align": spec.describe(), "subject_regex": d.subject_regex}
-            name_length = max(len(r.name) for r in rs) + 1
-            with prepared.SplitWriter(path, len(rs), spec.size, 68, info, name_length=name_length) as writer:
-                for i, (record, sid) in enumerate(zip(rs, split_ids)):
-                    writer.set(i, image_folder.load_example(record, int(sid), spec))
-                writer.commit()
+            examples = (image_folder.load_example(r, int(sid), spec) for r, sid in zip(rs, split_ids))
+            _write_split(path, examples, len(rs), spec, 68, info, name_length=max(len(r.name) for r in rs) + 1)
             log(f"prepared {len(rs)} images of {source} ({split}) in {time.time() - start:.1f}s -> {path}")
         out[split] = prepared.read_split(path)
     if "all" in out:

@@ -13,6 +13,13 @@ masks come from the moved points. Its parameters are drawn from (seed, step) alo
 
 Each process reads only its slice of every global batch (multi-host); evaluation visits every
 example exactly once, padding the last batch and marking padding with valid = 0.
+
+Why one `tf.numpy_function` per batch rather than a graph of TF ops: a batch is a gather from
+memory-mapped arrays (RAF-DB's crops need not fit in memory), a flip, the optional Pillow warp
+and the masks, each vectorised over the batch in numpy with the same functions the tests check
+against their references; tf.data contributes ordered parallel workers and prefetching. It
+delivers thousands of images per second on 2 cores (`bench/train_step.py`), far ahead of any
+train step, so the input is never what a step waits for.
 """
 
 from __future__ import annotations

@@ -132,6 +132,14 @@ def records(root, source: str = "original", landmark_set: str = "manual5") -> li
     return out
 
 
+def landmark_layout(source: str, landmark_set: str) -> tuple[int, str]:
+    """(points per face, scheme) of the stored `landmarks`: the 37 automatic points, the
+    template's 68 for the authors' aligned crops, else the 5 manual points."""
+    if landmark_set == "auto37":
+        return 37, "raf37"
+    return (68, "template") if source == "aligned" else (5, "five")
+
+
 def read_manual_landmarks(path) -> np.ndarray:
     """The 5 landmarks at the top of a *_manu_attri.txt file (the attribute lines follow)."""
     return read_points(path, 5, more_lines_follow=True)

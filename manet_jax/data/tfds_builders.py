@@ -11,7 +11,9 @@ a different, separately cached data set. Usable on their own:
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir='/data/CK+'))
     ds = builder.as_dataset(split='train')
 
-Training (train.py) converts them once more into memory-mappable arrays (data/prepared.py).
+Training (train.py) does not use them: it reads the same records with the same per-example
+functions (ckplus/rafdb.load_example) straight into memory-mappable arrays (data/datasets.py),
+so both routes give the same examples (tests/test_real_data.py checks it by name).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from manet_jax.data import align, ckplus, rafdb
+from manet_jax.data import align, ckplus, datasets, rafdb
 
 
 @dataclasses.dataclass
@@ -42,15 +44,10 @@ class AlignedFacesConfig(tfds.core.BuilderConfig):
 
 
 def make_config(spec: align.AlignSpec, **raf) -> AlignedFacesConfig:
-    """A builder config whose name spells out every parameter (one cache folder per setting)."""
-    box = "_".join(f"{round(v * 100):d}" for v in spec.face_box)
-    name = f"s{spec.size}_{spec.transform}_{spec.points}_box{box}"
-    if raf:
-        name += f"_{raf.get('raf_source', 'original')}_{raf.get('raf_landmarks', 'manual5')}"
-        if raf.get("raf37_to_8"):
-            name += "_map" + "-".join(str(int(i)) for i in raf["raf37_to_8"])
-    return AlignedFacesConfig(name=name, size=spec.size, face_box=tuple(spec.face_box), transform=spec.transform,
-                              points=spec.points, description=f"aligned faces: {spec.describe()}", **raf)
+    """A builder config named like the prepared cache (datasets.cache_name): one per setting."""
+    return AlignedFacesConfig(name=datasets.cache_name(spec, **raf), size=spec.size, face_box=tuple(spec.face_box),
+                              transform=spec.transform, points=spec.points,
+                              description=f"aligned faces: {spec.describe()}", **raf)
 
 
 def make_builder(builder_cls, spec: align.AlignSpec, data_dir, **raf):
@@ -107,7 +104,7 @@ class RafDbAligned(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         c = self.builder_config
-        num = 37 if c.raf_landmarks == "auto37" else (68 if c.raf_source == "aligned" else 5)
+        num, _ = rafdb.landmark_layout(c.raf_source, c.raf_landmarks)
         return self.dataset_info_from_configs(
             features=_features(c.size, num, rafdb.CLASS_NAMES),
             supervised_keys=("image", "label"),
@@ -132,4 +129,4 @@ def landmark_scheme(builder) -> str:
     if isinstance(builder, CkPlusAligned):
         return "ibug68"
     c = builder.builder_config
-    return "raf37" if c.raf_landmarks == "auto37" else ("template" if c.raf_source == "aligned" else "five")
+    return rafdb.landmark_layout(c.raf_source, c.raf_landmarks)[1]
