@@ -10,8 +10,8 @@ Definitions (see docs/visualize.md):
   conv5_3 after its ReLU, before pool5; or 'pool4': V, before the attention block).
   alpha_k = mean_hw d y_c / d A_k, cam = ReLU(sum_k alpha_k A_k), upsampled bilinearly to
   the input size, divided by its per-image maximum (an all-zero cam stays zero). The
-  gradient is exact: a zero tensor is added to A through `flax.linen.intercept_methods`
-  (no model change) and differentiated with `jax.vjp`.
+  gradient is exact: ERSnet adds a zero perturbation to A (`Module.perturb`, a no-op unless
+  the 'perturbations' collection is passed), and `jax.vjp` differentiates the logits by it.
 * Guided backprop (Springenberg et al. 2015): d y_c / d input where every ReLU passes back
   only positive gradients at positive inputs. Guided Grad-CAM = guided backprop x the
   upsampled, normalised Grad-CAM.
@@ -19,18 +19,15 @@ Definitions (see docs/visualize.md):
 
 from __future__ import annotations
 
-import contextlib
-import threading
+import dataclasses
 from functools import partial
 from pathlib import Path
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from manet_jax import atomic, preprocess
-from manet_jax.models.vgg import ERSnet
 from manet_jax.regions import REGION_NAMES
 
 LAYERS = ("conv5", "pool4")
@@ -66,28 +63,6 @@ def _targets(logits, target_class):
     return jnp.broadcast_to(jnp.asarray(target_class, jnp.int32), logits.shape[:1])
 
 
-def _add_at(layer: str, delta, hits: list):
-    """Interceptor adding `delta` to ERSnet's `layer` activation (the one it sows).
-
-    conv5 is what ERSnet.conv_block returns for block 5; pool4 (V) is the first argument of
-    ERSnet.attend. Adding zero changes no value, and d logits / d delta = d logits / d A.
-    `hits` counts the additions, so a refactored ERSnet fails loudly instead of giving 0.
-    """
-
-    def interceptor(next_fun, args, kwargs, context):
-        if not isinstance(context.module, ERSnet):
-            return next_fun(*args, **kwargs)
-        if layer == "conv5" and context.method_name == "conv_block" and args[1] == 5:
-            hits.append(layer)
-            return next_fun(*args, **kwargs) + delta
-        if layer == "pool4" and context.method_name == "attend":
-            hits.append(layer)
-            return next_fun(args[0] + delta, *args[1:], **kwargs)
-        return next_fun(*args, **kwargs)
-
-    return interceptor
-
-
 # ----------------------------------------------------------------------------- Grad-CAM
 def _grad_cam(model, variables, images, target_class, layer):
     """-> dict(logits, target, activation A, gradient dA, raw cam (B,h,w), cam (B,S,S), and
@@ -95,24 +70,23 @@ def _grad_cam(model, variables, images, target_class, layer):
     if layer not in LAYERS:
         raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
 
-    hits = []
-
-    def forward(delta):
-        with nn.intercept_methods(_add_at(layer, delta, hits)):
-            out, state = model.apply(variables, images, train=False, mutable=["intermediates"])
+    def forward(perturbations):
+        out, state = model.apply({**variables, "perturbations": perturbations}, images, train=False,
+                                 mutable=["intermediates"])
         extras = {k: v for k, v in out.items() if k != "logits"}
         return out["logits"], (state["intermediates"]["ersnet"][layer][0], extras)
 
-    def sown(v, x):
-        return model.apply(v, x, train=False, mutable=["intermediates"])[1]["intermediates"]["ersnet"][layer][0]
+    def zero_perturbations(v, x):  # Module.perturb creates them when the collection is mutable
+        return model.apply(v, x, train=False, mutable=["perturbations"])[1]["perturbations"]
 
-    probe = jax.eval_shape(sown, variables, images)
-    logits, backward, (acts, extras) = jax.vjp(forward, jnp.zeros(probe.shape, probe.dtype), has_aux=True)
-    if len(hits) != 1:
-        raise RuntimeError(f"found {len(hits)} ERSnet {layer!r} activations to differentiate, expected one")
+    shapes = jax.eval_shape(zero_perturbations, variables, images)
+    if layer not in shapes.get("ersnet", {}):
+        raise RuntimeError(f"the model perturbs no ERSnet {layer!r} activation (Module.perturb): nothing to differentiate")
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    logits, backward, (acts, extras) = jax.vjp(forward, zeros, has_aux=True)
     target = _targets(logits, target_class)
     (grads,) = backward(jax.nn.one_hot(target, logits.shape[-1], dtype=logits.dtype))
-    acts, grads = acts.astype(jnp.float32), grads.astype(jnp.float32)
+    acts, grads = acts.astype(jnp.float32), grads["ersnet"][layer].astype(jnp.float32)
     alpha = jnp.mean(grads, axis=(1, 2))  # (B, K)
     raw = jax.nn.relu(jnp.einsum("bhwk,bk->bhw", acts, alpha))
     size = images.shape[1:3]
@@ -150,37 +124,26 @@ def _guided_relu_bwd(x, g):
 
 guided_relu.defvjp(_guided_relu_fwd, _guided_relu_bwd)
 
-_RELU_PATCH_LOCK = threading.Lock()
+def guided_model(model):
+    """(a copy of `model` whose every ReLU is `guided_relu`, a list counting its calls).
 
-
-@contextlib.contextmanager
-def guided_relus():
-    """Within the block, `flax.linen.relu` is `guided_relu`; yields a list counting its calls.
-
-    The model modules call `nn.relu(x)` with `nn` = flax.linen, looked up at call time, so
-    replacing the module attribute while a function is *traced* swaps every ReLU of the model
-    without editing it. The forward values are identical; only the traced backward differs.
-    The patch is process-wide: the lock serialises guided tracings, and code tracing
-    concurrently in another thread would also see guided ReLUs. A jitted function keeps what
-    it traced, so trace (and jit) inside the block.
+    The model family takes its ReLU as a module field (`activation`) and passes it to every
+    sub-module, so nothing global is patched; the forward values are the plain model's.
     """
+    if "activation" not in {f.name for f in dataclasses.fields(model)}:
+        raise TypeError(f"{type(model).__name__} has no `activation` field: guided backprop needs a model whose "
+                        f"ReLUs it can swap")
     calls = []
 
     def relu(x):
         calls.append(1)
         return guided_relu(x)
 
-    with _RELU_PATCH_LOCK:
-        original = nn.relu
-        nn.relu = relu
-        try:
-            yield calls
-        finally:
-            nn.relu = original
+    return model.clone(activation=relu), calls
 
 
 def _guided_input_grad(model, variables, images, target_class):
-    """d logit[target] / d images through guided ReLUs (trace inside `guided_relus()`).
+    """d logit[target] / d images through the model's ReLUs (guided ones for `guided_model`).
 
     The forward values are the plain model's, so the default target (argmax) is too.
     """
@@ -191,15 +154,12 @@ def _guided_input_grad(model, variables, images, target_class):
 
 def guided_backprop(model, params, images, target_class=None):
     """(B, S, S, 3) guided-backprop gradient of the target logit w.r.t. the (normalised) input."""
-    with guided_relus() as calls:
-        grads = _run_once(partial(_guided_input_grad, model), _variables(params), _model_input(images), target_class)
-    _check_patched(calls)
-    return np.asarray(grads)
-
-
-def _check_patched(calls):
+    guided, calls = guided_model(model)
+    grads = _run_once(partial(_guided_input_grad, guided), _variables(params), _model_input(images), target_class)
     if not calls:
-        raise RuntimeError("the model called no flax.linen.relu: guided backprop would be a plain gradient")
+        raise RuntimeError(f"{type(model).__name__} never called its activation: guided backprop would be a plain "
+                           f"gradient")
+    return np.asarray(grads)
 
 
 def explain(model, params, images, target_class=None, layer: str = "conv5") -> dict[str, np.ndarray]:

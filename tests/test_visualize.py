@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -101,11 +102,13 @@ def test_all_zero_cam_stays_zero():
 class ToyMLP(nn.Module):
     """Dense-ReLU-Dense-ReLU-Dense on flattened (2, 2, 3) images, returning a dict like MANet."""
 
+    activation: Callable = nn.relu
+
     @nn.compact
     def __call__(self, x, train=False):
         h = x.reshape(x.shape[0], -1)
-        h = nn.relu(nn.Dense(6, name="d1")(h))
-        h = nn.relu(nn.Dense(5, name="d2")(h))
+        h = self.activation(nn.Dense(6, name="d1")(h))
+        h = self.activation(nn.Dense(5, name="d2")(h))
         return {"logits": nn.Dense(3, name="d3")(h)}
 
 
@@ -116,7 +119,7 @@ def test_guided_backprop_matches_a_hand_coded_numpy_version():
     params = {k: {"kernel": rng.normal(size=s), "bias": rng.normal(size=s[1])} for k, s in shapes.items()}
     params = jax.tree.map(lambda a: a.astype(np.float32), params)
     got = vis.guided_backprop(ToyMLP(), params, x, target_class=2)
-    assert nn.relu is jax.nn.relu  # the patch is undone
+    assert nn.relu is jax.nn.relu  # nothing global was patched
 
     w = {k: (np.asarray(v["kernel"], np.float64), np.asarray(v["bias"], np.float64)) for k, v in params.items()}
     z1 = x.reshape(4, -1) @ w["d1"][0] + w["d1"][1]
@@ -133,16 +136,38 @@ def test_guided_backprop_matches_a_hand_coded_numpy_version():
     assert not np.allclose(got, backward(guided=False), atol=1e-3)  # the rule did mask something
 
 
-def test_guided_backprop_refuses_a_model_without_flax_relus():
+def test_guided_backprop_refuses_a_model_whose_relus_it_cannot_swap():
     class NoRelu(nn.Module):
+        activation: Callable = nn.relu
+
         @nn.compact
         def __call__(self, x, train=False):
             return {"logits": nn.Dense(2)(x.reshape(x.shape[0], -1))}
 
+    class NoField(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            return {"logits": nn.relu(nn.Dense(2)(x.reshape(x.shape[0], -1)))}
+
     x = np.ones((1, 2, 2, 3), np.float32)
     params = {"Dense_0": {"kernel": np.ones((12, 2), np.float32), "bias": np.zeros(2, np.float32)}}
-    with pytest.raises(RuntimeError, match="no flax.linen.relu"):
+    with pytest.raises(RuntimeError, match="never called its activation"):
         vis.guided_backprop(NoRelu(), params, x)
+    with pytest.raises(TypeError, match="no `activation` field"):
+        vis.guided_backprop(NoField(), params, x)
+
+
+def test_guided_model_swaps_every_relu_of_the_model_family(tiny_model_config):
+    """Every ReLU the model calls (ERSnet, the MA block's SE and weight branches, RASnet)
+    goes through the swapped activation: counted against a hand count of nn.relu calls."""
+    cfg = tiny_model_config
+    model = build_model(cfg)
+    variables = init_variables(model, jax.random.key(0))
+    guided, calls = vis.guided_model(model)
+    jax.eval_shape(lambda v, x: guided.apply(v, x), variables, jnp.zeros((1, cfg.input_size, cfg.input_size, 3)))
+    # VGG16: 13 convs + fc6 + fc7; MA block: 1 ReLU per SE, traced once under vmap, + 1 in
+    # the weight branch; RASnet: 3 convs + fc1.
+    assert len(calls) == 13 + 2 + 1 + 1 + 4
 
 
 @pytest.mark.parametrize("variant", ["vgg", "manet"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -17,13 +17,14 @@ class SqueezeExcite(nn.Module):
     reduction: int = 16
     dtype: Any = jnp.float32
     kernel_init: Any = KERNEL_INITS["xavier"]
+    activation: Callable = nn.relu  # every ReLU of the module; guided backprop swaps it (visualize.py)
 
     @nn.compact
     def __call__(self, x):
         channels = x.shape[-1]
         s = jnp.mean(x, axis=(-3, -2))
         s = nn.Dense(max(1, channels // self.reduction), dtype=self.dtype, kernel_init=self.kernel_init, name="fc1")(s)
-        s = nn.relu(s)
+        s = self.activation(s)
         s = nn.Dense(channels, dtype=self.dtype, kernel_init=self.kernel_init, name="fc2")(s)
         return nn.sigmoid(s.astype(jnp.float32)).astype(x.dtype)
 
@@ -57,11 +58,12 @@ class AttentionBranch(nn.Module):
     se_reduction: int = 16
     dtype: Any = jnp.float32
     kernel_init: Any = KERNEL_INITS["xavier"]
+    activation: Callable = nn.relu
 
     @nn.compact
     def __call__(self, v, mask):
         t = Conv1x1(self.channels, self.dtype, self.kernel_init, name="buffer")(v * mask[..., None].astype(v.dtype))
-        gates = SqueezeExcite(self.se_reduction, self.dtype, self.kernel_init, name="se")(t)
+        gates = SqueezeExcite(self.se_reduction, self.dtype, self.kernel_init, self.activation, name="se")(t)
         return t * gates[..., None, None, :]
 
 
@@ -77,6 +79,7 @@ class WeightBranch(nn.Module):
     channels: int = 128
     dtype: Any = jnp.float32
     kernel_init: Any = KERNEL_INITS["xavier"]
+    activation: Callable = nn.relu
 
     @nn.compact
     def __call__(self, v):
@@ -84,7 +87,7 @@ class WeightBranch(nn.Module):
         if self.pool > 1:
             x = nn.avg_pool(x, (self.pool, self.pool), strides=(self.pool, self.pool))
         x = nn.Conv(self.channels, (1, 1), dtype=self.dtype, kernel_init=self.kernel_init, name="reduce")(x)
-        x = nn.relu(x)
+        x = self.activation(x)
         x = x.reshape(x.shape[0], -1)
         x = nn.Dense(self.num_regions, dtype=self.dtype, kernel_init=self.kernel_init, name="fc")(x)
         return jax.nn.softmax(x.astype(jnp.float32), axis=-1)
@@ -106,6 +109,7 @@ class MABlock(nn.Module):
     # part of V, F reaches conv5_1 ~8-10x weaker than V; N restores V's scale at
     # initialisation (docs/training_dynamics.md).
     output_scale: float = 1.0
+    activation: Callable = nn.relu
 
     @nn.compact
     def __call__(self, v, masks):
@@ -121,10 +125,11 @@ class MABlock(nn.Module):
             in_axes=(None, 1),
             out_axes=1,
             axis_size=self.num_regions,
-        )(v.shape[-1], self.se_reduction, self.dtype, self.kernel_init, name="branches")
+        )(v.shape[-1], self.se_reduction, self.dtype, self.kernel_init, self.activation, name="branches")
         features = branches(v, masks)  # (B, N, H, W, C)
         q = WeightBranch(
-            self.num_regions, self.weight_pool, self.weight_channels, self.dtype, self.kernel_init, name="weights"
+            self.num_regions, self.weight_pool, self.weight_channels, self.dtype, self.kernel_init, self.activation,
+            name="weights",
         )(v)
         fused = jnp.einsum("bn,bnhwc->bhwc", q.astype(features.dtype), features)
         if self.output_scale != 1.0:

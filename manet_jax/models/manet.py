@@ -6,7 +6,7 @@ two training partitions are plain top-level keys.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -51,6 +51,7 @@ class MANet(nn.Module):
     # RASnet's Table 1 layers need >= 87 px; a smaller ERSnet input (a CPU recipe) can give
     # RASnet the same face resized to this size (0 = input_size, the paper).
     rasnet_input_size: int = 0
+    activation: Callable = nn.relu  # passed to every sub-module; guided backprop swaps it
 
     @property
     def mask_size(self) -> tuple[int, int]:
@@ -68,6 +69,7 @@ class MANet(nn.Module):
                 self.rasnet_hidden_units,
                 self.dtype,
                 self.rasnet_kernel_init,
+                self.activation,
             )
         self.ersnet = ERSnet(
             num_classes=self.num_classes,
@@ -84,6 +86,7 @@ class MANet(nn.Module):
             head_init=self.head_init,
             ma_output_scale=self.ma_output_scale,
             norm=self.norm,
+            activation=self.activation,
         )
 
     def scale_input(self, images):

@@ -6,7 +6,7 @@ we use N * A * B (1568 for 8 x 14 x 14). Pooling rounds up, as Caffe's does.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -40,6 +40,7 @@ class RASnet(nn.Module):
     hidden_units: int = 2048
     dtype: Any = jnp.float32
     kernel_init: Any = KERNEL_INITS["xavier"]
+    activation: Callable = nn.relu  # every ReLU of the module; guided backprop swaps it (visualize.py)
 
     @nn.compact
     def __call__(self, x):
@@ -59,13 +60,13 @@ class RASnet(nn.Module):
                 kernel_init=self.kernel_init,
                 name=f"conv{k}",
             )(x)
-            x = nn.relu(x)
+            x = self.activation(x)
             x = caffe_max_pool(x, 2, 2)
         x = x.reshape(x.shape[0], -1)
         x = nn.Dense(
             scaled(self.hidden_units, self.width_multiplier), dtype=self.dtype, kernel_init=self.kernel_init, name="fc1"
         )(x)
-        x = nn.relu(x)
+        x = self.activation(x)
         rows, cols = self.mask_size
         x = nn.Dense(self.num_regions * rows * cols, dtype=self.dtype, kernel_init=self.kernel_init, name="fc2")(x)
         x = x.reshape(x.shape[0], self.num_regions, rows, cols)

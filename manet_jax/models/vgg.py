@@ -7,7 +7,7 @@ one-to-one onto `params['ersnet']`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -37,6 +37,7 @@ class ERSnet(nn.Module):
     head_init: Any = None  # fc8's initialiser; None = kernel_init
     ma_output_scale: float = 1.0
     norm: str = "none"  # 'none' (the paper) | 'group': GroupNorm after every conv (from-scratch option)
+    activation: Callable = nn.relu  # every ReLU of the module; guided backprop swaps it (visualize.py)
 
     def conv_block(self, x, block: int, convs: int, channels: int):
         for k in range(1, convs + 1):
@@ -52,7 +53,7 @@ class ERSnet(nn.Module):
                 x = nn.GroupNorm(num_groups=min(8, x.shape[-1]), dtype=self.dtype, name=f"conv{block}_{k}_norm")(x)
             elif self.norm != "none":
                 raise ValueError(f"model.norm must be 'none' or 'group', got {self.norm!r}")
-            x = nn.relu(x)
+            x = self.activation(x)
         return x
 
     @nn.compact
@@ -63,8 +64,9 @@ class ERSnet(nn.Module):
         extras = {}
         for block, convs, channels in VGG16_BLOCKS:
             x = self.conv_block(x, block, convs, channels)
-            if block == 5:
-                self.sow("intermediates", "conv5", x)  # last conv activations (Grad-CAM)
+            if block == 5:  # the last conv activations, for Grad-CAM: their value and d logits / d them
+                x = self.probe("conv5", x)
+                self.sow("intermediates", "conv5", x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
             if block == 4:
                 x = self.attend(x, masks, extras)
@@ -73,17 +75,23 @@ class ERSnet(nn.Module):
             x = nn.Dense(
                 scaled(self.fc_units, self.width_multiplier), dtype=self.dtype, kernel_init=self.kernel_init, name=name
             )(x)
-            x = nn.relu(x)
+            x = self.activation(x)
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         logits = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=self.head_init or self.kernel_init,
                           name="fc8")(x)
         return logits.astype(jnp.float32), extras
 
+    def probe(self, name: str, x):
+        """x plus a zero 'perturbations' variable (Module.perturb), so that Grad-CAM gets
+        d logits / d x; a no-op unless that collection is passed, and never created by init."""
+        return x if self.is_initializing() else self.perturb(name, x)
+
     def attend(self, v, masks, extras):
         """The block between pool4 (V) and conv5_1."""
+        v = self.probe("pool4", v)
         self.sow("intermediates", "pool4", v)
         if self.attention == "se":
-            gates = SqueezeExcite(self.se_reduction, self.dtype, self.kernel_init, name="se_block")(v)
+            gates = SqueezeExcite(self.se_reduction, self.dtype, self.kernel_init, self.activation, name="se_block")(v)
             return v * gates[..., None, None, :]
         if self.attention == "ma":
             if masks is None:
@@ -96,6 +104,7 @@ class ERSnet(nn.Module):
                 self.dtype,
                 self.kernel_init,
                 self.ma_output_scale,
+                self.activation,
                 name="ma_block",
             )(v, masks)
             extras["region_weights"] = q
