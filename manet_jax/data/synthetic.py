@@ -576,17 +576,29 @@ def _draw_background(img, rng, size, ss, head_c, head_ax, angle):
 
 
 def _draw_face(cv, idn, e):
-    """All facial features; returns the 68 canonical landmarks."""
+    """All facial features, back to front; returns the 68 canonical landmarks."""
+    _draw_head(cv, idn, e)
+    _draw_upper_wrinkles(cv, idn, e)
+    _draw_lower_wrinkles(cv, idn, e)
+    _draw_hair(cv, idn)  # after the forehead lines, so a fringe hides them
+    lm = np.zeros((NUM_LANDMARKS, 2))
+    lm[0:17] = _jaw_landmarks(idn, e)
+    _draw_brows(cv, idn, e, lm)
+    _draw_eyes(cv, idn, e, lm)
+    _draw_nose(cv, idn, e, lm)
+    _draw_mouth(cv, idn, e, lm)
+    return lm
+
+
+def _wrinkle_colour(skin, strength):
+    """Wrinkle and crease lines: the skin darkened more the stronger the expression."""
+    return _rgb(_mix(skin, skin * 0.55 * 0.8, 0.25 + 0.35 * strength))
+
+
+def _draw_head(cv, idn, e):
+    """Hair behind the head (style 1), neck and collar, ears, the face, cheeks (AU6 raises them)."""
     skin = idn['skin']
-    dark = skin * 0.55
-    sk = _rgb(skin)
-    k = e['intensity']
-
-    def wr_col(strength):
-        return _rgb(_mix(skin, dark * 0.8, 0.25 + 0.35 * strength))
-
-    # hair behind the head, neck, ears
-    a, top = idn['face_a'], idn['face_top']
+    a = idn['face_a']
     style = idn['hair_style']
     hair = _rgb(idn['hair'])
     if style == 1:
@@ -605,14 +617,17 @@ def _draw_face(cv, idn, e):
         ex = 0.5 + s * (a * 0.97)
         cv.poly(_ellipse(ex, idn['eye_y'] + 0.06, er * 0.55, er * 1.2, 12), _rgb(skin * 0.9),
                 PART_SKIN)
-    # face
-    cv.poly(_face_contour(idn, e), sk, PART_SKIN)
+    cv.poly(_face_contour(idn, e), _rgb(skin), PART_SKIN)
     # cheeks (AU6 raises them)
     blush = _rgb(_mix(skin, idn['lip'], 0.12 + 0.1 * (e['cheek_raise'] > 0)))
     for s in (-1.0, 1.0):
         cv.poly(_ellipse(0.5 + s * 0.17, idn['eye_y'] + 0.14 - e['cheek_raise'], 0.06, 0.04, 12),
                 blush, PART_SKIN)
-    # wrinkles and folds
+
+
+def _draw_upper_wrinkles(cv, idn, e):
+    """Forehead lines (brows raised), the glabella (brows lowered), nose wrinkles (AU9)."""
+    skin, k = idn['skin'], e['intensity']
     base_brow = idn['eye_y'] - idn['brow_gap']
     if e['forehead'] > 0:
         span = e['forehead_span']
@@ -621,25 +636,30 @@ def _draw_face(cv, idn, e):
             yv = base_brow - lift - 0.045 - 0.022 * i
             xs = _lin(-span, span, 7)
             pts = np.stack([0.5 + xs, yv + 0.012 * (xs / max(span, 1e-6)) ** 2], 1)
-            cv.line(pts, wr_col(e['forehead'] * k), _WRINKLE_W, PART_DETAIL)
+            cv.line(pts, _wrinkle_colour(skin, e['forehead'] * k), _WRINKLE_W, PART_DETAIL)
     if e['glabella'] > 0:
         for s in (-1.0, 1.0):
             x0 = 0.5 + s * 0.016
             yb = base_brow - e['brow_in_up']
             cv.line([[x0 + s * 0.004, yb - 0.03], [x0, yb + 0.005], [x0 - s * 0.002, yb + 0.03]],
-                    wr_col(k), _WRINKLE_W, PART_DETAIL)
-    tip_y = idn['eye_y'] + idn['nose_len']
+                    _wrinkle_colour(skin, k), _WRINKLE_W, PART_DETAIL)
     if e['nose_wrinkle'] > 0:
         for i in range(3):
             yv = idn['eye_y'] + 0.03 + 0.028 * i
             hw = 0.028 + 0.006 * i
             xs = _lin(-hw, hw, 5)
             pts = np.stack([0.5 + xs, yv - 0.01 * (1 - (xs / hw) ** 2)], 1)
-            cv.line(pts, wr_col(k), _WRINKLE_W, PART_DETAIL)
+            cv.line(pts, _wrinkle_colour(skin, k), _WRINKLE_W, PART_DETAIL)
         for s in (-1.0, 1.0):
             x0 = 0.5 + s * (idn['eye_in'] - 0.005)
             cv.line([[x0, idn['eye_y'] + 0.035], [x0 + s * 0.01, idn['eye_y'] + 0.075]],
-                    wr_col(k), _WRINKLE_W, PART_DETAIL)
+                    _wrinkle_colour(skin, k), _WRINKLE_W, PART_DETAIL)
+
+
+def _draw_lower_wrinkles(cv, idn, e):
+    """Nasolabial folds, crow's feet, a dimple (contempt), the chin crease."""
+    skin, k = idn['skin'], e['intensity']
+    tip_y = idn['eye_y'] + idn['nose_len']
     mouth_w = idn['mouth_w'] * e['mouth_w']
     if e['nasolabial'] > 0:
         for s, cu in ((-1.0, e['corner_up_l']), (1.0, e['corner_up_r'])):
@@ -648,13 +668,13 @@ def _draw_face(cv, idn, e):
             y1 = idn['mouth_y'] + 0.02 - cu
             mid = [0.5 * (x0 + x1) + s * 0.022, 0.5 * (tip_y + y1)]
             pts = np.array([[x0, tip_y + 0.005], mid, [x1, y1]])
-            cv.line(pts, wr_col(k), _WRINKLE_W, PART_DETAIL)
+            cv.line(pts, _wrinkle_colour(skin, k), _WRINKLE_W, PART_DETAIL)
     if e['crows'] > 0:
         for s in (-1.0, 1.0):
             x0 = 0.5 + s * (idn['eye_in'] + idn['eye_w'] + 0.012)
             for dy in (-0.014, 0.0, 0.014):
                 cv.line([[x0, idn['eye_y'] + dy * 0.6], [x0 + s * 0.028, idn['eye_y'] + dy * 1.6]],
-                        wr_col(0.7 * k), _WRINKLE_W, PART_DETAIL)
+                        _wrinkle_colour(skin, 0.7 * k), _WRINKLE_W, PART_DETAIL)
     if e['dimple'] != 0:
         s = e['dimple']
         w_side = mouth_w + (e['corner_out_r'] if s > 0 else e['corner_out_l'])
@@ -662,13 +682,18 @@ def _draw_face(cv, idn, e):
         x0 = 0.5 + s * (w_side + 0.014)
         y0 = idn['mouth_y'] - cu
         cv.line([[x0 - s * 0.004, y0 - 0.018], [x0 + s * 0.003, y0], [x0 - s * 0.002, y0 + 0.016]],
-                wr_col(k), _WRINKLE_W, PART_DETAIL)
+                _wrinkle_colour(skin, k), _WRINKLE_W, PART_DETAIL)
     if e['chin_crease'] > 0:
         yv = idn['mouth_y'] + idn['lip_lo'] * e['lip_lo_thick'] + 0.04
         xs = _lin(-0.045, 0.045, 7)
         pts = np.stack([0.5 + xs, yv - 0.012 * (1 - (xs / 0.045) ** 2)], 1)
-        cv.line(pts, wr_col(k), _WRINKLE_W, PART_DETAIL)
-    # hair on top (after the forehead lines, so a fringe hides them)
+        cv.line(pts, _wrinkle_colour(skin, k), _WRINKLE_W, PART_DETAIL)
+
+
+def _draw_hair(cv, idn):
+    """Hair on top of the head (none for style 2): a fringe (style 3) or a parting."""
+    a, top, style, hair = idn['face_a'], idn['face_top'], idn['hair_style'], _rgb(idn['hair'])
+    base_brow = idn['eye_y'] - idn['brow_gap']
     if style != 2:
         hl = idn['hairline'] + (0.07 if style == 3 else 0.0)
         y_side = min(idn['eye_y'] - 0.03, hl + 0.15)  # where the hair meets the temples
@@ -687,20 +712,25 @@ def _draw_face(cv, idn, e):
         yl = np.where(over_brows, np.minimum(yl, base_brow - 0.055 - idn['brow_thick'] / 2), yl)
         inner = np.stack([0.5 + xs, yl], 1)
         cv.poly(np.concatenate([outer, inner]), hair, PART_HAIR)
-    # brows
-    lm = np.zeros((NUM_LANDMARKS, 2))
-    lm[0:17] = _jaw_landmarks(idn, e)
+
+
+def _draw_brows(cv, idn, e, lm):
+    """Both brows; fills lm[17:27]."""
     brow_col = _rgb(idn['brow'])
     for side, sl in (('l', slice(17, 22)), ('r', slice(22, 27))):
         poly, blm = _brow(idn, e, side)
         cv.poly(poly, brow_col, PART_BROW)
         lm[sl] = blm
-    # eyes
+
+
+def _draw_eyes(cv, idn, e, lm):
+    """Crease, sclera, iris, pupil, glint and lids of both eyes; fills lm[36:48]."""
+    skin = idn['skin']
     sclera = _rgb(_mix((238, 234, 226), skin, 0.12))
     lid_col = _rgb(_mix(idn['brow'], (15, 10, 10), 0.5))
     for side, sl in (('l', slice(36, 42)), ('r', slice(42, 48))):
         ey = _eye(idn, e, side)
-        cv.line(ey['crease'], wr_col(0.3), 0.004, PART_DETAIL)
+        cv.line(ey['crease'], _wrinkle_colour(skin, 0.3), 0.004, PART_DETAIL)
         cv.poly(ey['sclera'], sclera, PART_EYE)
         if ey['iris'] is not None:
             cv.poly(ey['iris'], _rgb(idn['iris']), PART_EYE)
@@ -711,7 +741,11 @@ def _draw_face(cv, idn, e):
         cv.line(ey['lower'], _rgb(_mix(skin, lid_col, 0.35)), 0.004, PART_EYE)
         cv.line(ey['lid'], lid_col, 0.008, PART_EYE)
         lm[sl] = ey['lm']
-    # nose
+
+
+def _draw_nose(cv, idn, e, lm):
+    """Bridge sides, tip, wings, nostrils and columella; fills lm[27:36]."""
+    skin = idn['skin']
     nz = _nose(idn, e)
     tip, nw, by = nz['tip'], nz['nw'], nz['base_y']
     side_col = _rgb(skin * 0.82)
@@ -733,7 +767,10 @@ def _draw_face(cv, idn, e):
     cv.line([[0.5 - 0.015, by - 0.007], [0.5, by - 0.004], [0.5 + 0.015, by - 0.007]],
             _rgb(skin * 0.75), 0.005, PART_NOSE)  # columella, through landmark 33
     lm[27:36] = nz['lm']
-    # mouth
+
+
+def _draw_mouth(cv, idn, e, lm):
+    """Lips, the opening and teeth, the seam and corners; fills lm[48:68]."""
     mo = _mouth(idn, e)
     lip = _rgb(idn['lip'])
     lip_dark = _rgb(idn['lip'] * 0.6)
@@ -747,7 +784,6 @@ def _draw_face(cv, idn, e):
     for c in mo['corners']:
         cv.poly(_ellipse(c[0], c[1], 0.006, 0.005, 12), lip_dark, PART_MOUTH)
     lm[48:68] = mo['lm']
-    return lm
 
 
 def generate_face(rng: np.random.Generator, label: int, identity: dict, image_size: int = 112,
