@@ -75,7 +75,7 @@ def _jsonable(tree: Mapping, name: str) -> dict:
 
 
 def _registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
-    """How a fresh manager reads each item; PyTreeRestore is restore_params' partial restore."""
+    """How a fresh manager reads each item; PyTreeRestore is read_params' partial restore."""
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
     for item, args in ((STATE, ocp.args.StandardSave), (STATE, ocp.args.StandardRestore),
                        (STATE, ocp.args.PyTreeRestore), (META, ocp.args.JsonSave), (META, ocp.args.JsonRestore)):
@@ -178,7 +178,7 @@ class Checkpoints:
         args = ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target)})
         return self._mngr.restore(step, args=args)[STATE]
 
-    def restore_params(self, step: int | None = None, abstract: Any = None) -> Any:
+    def read_params(self, step: int | None = None, abstract: Any = None) -> Any:
         """Only ``state['params']`` of ``step``, as stored; the optimizer state is not read.
 
         Given ``abstract`` (e.g. eval_shape of the model's init), the stored params are checked
@@ -229,4 +229,4 @@ def restore_params(directory, step: int | None = None) -> Any:
     while the run trains on); returns the nested dict of jax arrays as saved.
     """
     with Checkpoints(directory, read_only=True) as ckpts:
-        return ckpts.restore_params(step)
+        return ckpts.read_params(step)

@@ -186,7 +186,7 @@ def load_run(workdir, step: int | str = "best", config: ml_collections.ConfigDic
         abstract = jax.eval_shape(
             lambda key: model.init(key, jnp.zeros((1, size, size, 3), jnp.float32))["params"], jax.random.key(0)
         )
-        params = ckpts.restore_params(chosen, abstract=abstract)  # checked against the model first
+        params = ckpts.read_params(chosen, abstract=abstract)  # checked against the model first
     if "WARNING" in note or "no checkpoint carries" in note:
         log.warning("%s: %s", workdir, note)
     return Run(model, params, config, chosen, workdir, checkpoint=directory / str(chosen), note=note)

@@ -439,9 +439,9 @@ def test_restore_params_checks_an_abstract_target_and_ignores_the_optimizer(tmp_
     with Checkpoints(tmp_path) as ckpts:
         ckpts.save(1, make_state(num_classes=7), META)
         good = jax.eval_shape(lambda: make_params(num_classes=7))
-        params = ckpts.restore_params(abstract=good)
+        params = ckpts.read_params(abstract=good)
         np.testing.assert_array_equal(params["ersnet"]["fc8"]["kernel"], make_params(7)["ersnet"]["fc8"]["kernel"])
         with pytest.raises(CheckpointMismatchError) as info:
-            ckpts.restore_params(abstract=jax.eval_shape(lambda: make_params(num_classes=10)))
+            ckpts.read_params(abstract=jax.eval_shape(lambda: make_params(num_classes=10)))
     # Only the params are compared: the momentum trace of fc8 is not reported.
     assert set(info.value.mismatched) == {"params/ersnet/fc8/kernel", "params/ersnet/fc8/bias"}

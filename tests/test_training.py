@@ -174,7 +174,7 @@ def test_nan_loss_fails_fast_and_keeps_the_last_checkpoint(tmp_path):
         steps = ckpts.all_steps()
         assert all(s < failed_step for s in steps)
         for s in steps:  # what was saved is finite
-            assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(ckpts.restore_params(s)))
+            assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(ckpts.read_params(s)))
     kept = f"(step {max(steps)})" if steps else "no checkpoint had been saved yet"
     assert kept in str(err.value) and "step None" not in str(err.value)
 
@@ -190,7 +190,7 @@ def test_nan_is_caught_before_a_checkpoint_between_log_lines(tmp_path):
     with Checkpoints(tmp_path / "checkpoints", read_only=True) as ckpts:
         assert ckpts.all_steps() == list(range(1, failed_step))
         for s in ckpts.all_steps():
-            assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(ckpts.restore_params(s)))
+            assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(ckpts.read_params(s)))
     assert f"(step {failed_step - 1})" in str(err.value)
 
 
