@@ -379,7 +379,10 @@ def test_fc8_with_another_class_count_is_reported_and_kept(manet_params, tmp_pat
     write_pytorch(path, w)
     new, report = load_pretrained(manet_params, path, layers="all")  # strict, yet no error
     assert report.loaded == list(CONV_LAYERS) + ["fc6", "fc7"]
-    assert report.mismatched == [("fc8", (2622, FC), (FC, CLASSES))]
+    assert report.mismatched_layers == ["fc8"]  # param_match's report, in our (in, out) layout
+    f32 = np.dtype("float32")
+    assert report.mismatched.mismatched == {"fc8/kernel": (((FC, 2622), f32), ((FC, CLASSES), f32)),
+                                            "fc8/bias": (((2622,), f32), ((CLASSES,), f32))}
     assert new["ersnet"]["fc8"] is manet_params["ersnet"]["fc8"]
     np.testing.assert_array_equal(new["ersnet"]["fc7"]["kernel"], w["fc7"][0].T)
     text = report.summary()
@@ -415,7 +418,9 @@ def test_conv_shape_mismatch_raises_unless_not_strict(manet_params, tmp_path):
     assert "conv1_2" in str(e.value)
     new, report = load_pretrained(manet_params, path, strict=False)
     assert report.loaded == ["conv1_1"]
-    assert ("conv1_2", w["conv1_2"][0].shape, (3, 3, 4, 4)) in report.mismatched
+    assert "conv1_2" in report.mismatched_layers
+    assert report.mismatched.mismatched["conv1_2/kernel"][0][0] == w["conv1_2"][0].shape  # Keras: our layout
+    assert report.mismatched.mismatched["conv1_2/kernel"][1][0] == (3, 3, 4, 4)
     assert new["ersnet"]["conv1_2"] is manet_params["ersnet"]["conv1_2"]
 
 

@@ -87,9 +87,9 @@ def conversion_notes(layout: str, report, ersnet) -> list[str]:
         c = shape_of(ersnet["conv5_3"]["kernel"])[-1]
         side = int(round((shape_of(ersnet["fc6"]["kernel"])[0] // c) ** 0.5))
         notes.append(f"fc6: {_FC6_HOW[layout]} ({side}x{side}x{c})")
-    for name, file_shape, ours in report.mismatched:
-        if name == "fc8":
-            notes.append(f"fc8 kept ours: the file's head {file_shape} does not fit our {ours} (class count)")
+    if "fc8/kernel" in report.mismatched.mismatched:
+        file_spec, ours = report.mismatched.mismatched["fc8/kernel"]
+        notes.append(f"fc8 kept ours: the file's head {file_spec[0]} does not fit our {ours[0]} (class count)")
     return notes
 
 

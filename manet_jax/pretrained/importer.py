@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from manet_jax import param_match
 from manet_jax.preprocess import VGGFACE_MEAN_RGB
 from manet_jax.pretrained.common import (
     ALL_LAYERS,
@@ -144,6 +145,7 @@ def _import_layers(path: str, source: Source, ersnet, report: PretrainedReport, 
     read = _layer_reader(path, source)
     layout = LAYOUT[source.format]
     new_ersnet = dict(ersnet)
+    ours_unfit, file_unfit = {}, {}  # -> report.mismatched, param_match's leaf-by-leaf report
     for name in report.requested:
         if name not in source.layers:
             report.missing.append(name)
@@ -157,7 +159,9 @@ def _import_layers(path: str, source: Source, ersnet, report: PretrainedReport, 
         converted = convert(layout, name, kernel, bias, c5, report.file_channel_order == "BGR")
         our_shapes = (shape_of(ours["kernel"]), shape_of(ours["bias"]))
         if converted is None or (converted[0].shape, converted[1].shape) != our_shapes:
-            report.mismatched.append((name, tuple(kernel.shape), our_shapes[0]))
+            ours_unfit[name] = {"kernel": ours["kernel"], "bias": ours["bias"]}
+            file_unfit[name] = {"kernel": kernel if converted is None else converted[0],
+                                "bias": bias if converted is None else converted[1]}
             continue
         kernel, bias = converted
         check_finite(path, name, kernel, bias)
@@ -165,6 +169,7 @@ def _import_layers(path: str, source: Source, ersnet, report: PretrainedReport, 
             kernel = kernel / np.float32(input_scale)
         new_ersnet[name] = dict(ours, kernel=like(kernel, ours["kernel"]), bias=like(bias, ours["bias"]))
         report.loaded.append(name)
+    report.mismatched = param_match.compare(ours_unfit, file_unfit)
     report.notes += conversion_notes(layout, report, ersnet)
     if input_scale != 1.0 and "conv1_1" in report.loaded:
         report.notes.append(f"conv1_1 kernel divided by model.input_scale={input_scale:g}")
@@ -199,16 +204,16 @@ def _raise_on_failure(path: str, source: Source, report: PretrainedReport, stric
             + _torchvision_hint(source)
             + report.summary()
         )
-    bad = [n for n in report.missing if n in CONV_LAYERS] + [n for n, _, _ in report.mismatched if n != "fc8"]
+    bad = [n for n in report.missing if n in CONV_LAYERS] + [n for n in report.mismatched_layers if n != "fc8"]
     if not (strict and bad):
         return
     hint = ""
-    if any(n in CONV_LAYERS for n, _, _ in report.mismatched):
+    if any(n in CONV_LAYERS for n in report.mismatched_layers):
         hint = (
             "\n  hint: pretrained files are full-width VGG16 (64..512 channels); use "
             "model.width_multiplier=1.0, or pass strict=False to load only what fits."
         )
-    if any(n in ("fc6", "fc7") for n, _, _ in report.mismatched):
+    if any(n in ("fc6", "fc7") for n in report.mismatched_layers):
         hint += (
             "\n  hint: fc6/fc7 only fit at model.input_size=224 with fc_units=4096; "
             "use layers='conv' (the paper's choice) or strict=False."

@@ -1,4 +1,9 @@
-"""PretrainedReport: what an import did, the one report every format shares."""
+"""PretrainedReport: what an import did, the one report every format shares.
+
+Layers whose shapes do not fit are listed by param_match (the mismatch report of checkpoint
+restores too), path by path in our layout: 'fc8/kernel: file (4096, 2622) float32 vs
+expected (4096, 7) float32'.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import dataclasses
 
 import numpy as np
 
+from manet_jax import param_match
 from manet_jax.preprocess import VGGFACE_MEAN_RGB
 
 
@@ -15,7 +21,9 @@ class PretrainedReport:
 
     loaded: replaced in the params; missing: requested but not in the file; skipped: in the
     file but not requested; unexpected: weights in the file that are no VGG16 layer (names as
-    in the file); mismatched: (name, shape in the file's own layout, our kernel shape), kept ours.
+    in the file); mismatched: param_match's report of the requested layers whose shapes do
+    not fit ours ('fc8/kernel': (file, ours), in our layout where the file's could be
+    converted), each kept as ours.
     """
 
     path: str
@@ -24,13 +32,20 @@ class PretrainedReport:
     requested: tuple[str, ...]
     loaded: list[str] = dataclasses.field(default_factory=list)
     missing: list[str] = dataclasses.field(default_factory=list)
-    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = dataclasses.field(default_factory=list)
+    mismatched: param_match.Report = dataclasses.field(default_factory=lambda: param_match.compare({}, {}))
     skipped: list[str] = dataclasses.field(default_factory=list)
     unexpected: list[str] = dataclasses.field(default_factory=list)
     pixel_mean_rgb: tuple[float, float, float] = VGGFACE_MEAN_RGB
     expected_mean_rgb: tuple[float, float, float] = VGGFACE_MEAN_RGB  # what our input subtracts
     file_channel_order: str = "RGB"
     notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def mismatched_layers(self) -> list[str]:
+        """Names of the layers kept as ours because their shapes do not fit, in file order."""
+        report = self.mismatched
+        paths = [*report.mismatched, *report.missing, *report.unexpected]
+        return list(dict.fromkeys(p.split("/")[0] for p in paths))
 
     @property
     def mean_matches_preprocess(self) -> bool:
@@ -47,8 +62,8 @@ class PretrainedReport:
             f"  requested   : {names(self.requested)}",
             f"  LOADED ({len(self.loaded)}/{len(self.requested)}): {names(self.loaded)}",
             f"  missing     : {names(self.missing)}",
-            "  mismatched  : " + ("-" if not self.mismatched else f"{len(self.mismatched)} (kept ours)"),
-            *(f"      {n}: file {tuple(f)} vs ours {tuple(o)}" for n, f, o in self.mismatched),
+            "  mismatched  : " + ("-" if not self.mismatched else f"{names(self.mismatched_layers)} (kept ours)"),
+            *(f"    {line}" for line in self.mismatched.format("", found="file").splitlines()[1:]),
             f"  skipped     : {names(self.skipped)} (in the file, not requested)",
             f"  unexpected  : {names(self.unexpected)} (in the file, not VGG16 layers)",
             "  input       : "
