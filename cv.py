@@ -21,8 +21,9 @@ from ml_collections import config_flags  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
 _ROOT = flags.DEFINE_string("root", None, "Root directory of the cross-validation runs.")
 _FOLDS = flags.DEFINE_string("folds", "1-10", "Folds to run: '1-10', '1,3,5', '2-4,7'.")
-_VARIANTS = flags.DEFINE_list("variants", ["manet", "vgg", "vgg_se"],
-                               "Model variants, in table order; 'hog_svm' is the classical baseline.")
+_VARIANTS = flags.DEFINE_list(
+    "variants", ["manet", "vgg", "vgg_se"], "Model variants, in table order; 'hog_svm' is the classical baseline."
+)
 _EVAL_ONLY = flags.DEFINE_bool("eval_only", False, "Never train: (re-)evaluate every fold's checkpoint.")
 _STEP = flags.DEFINE_string("step", "latest", "Checkpoint per fold: 'latest' (the protocol), 'best' or a number.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Evaluation batch size (default config.train.eval_batch_size).")
@@ -46,8 +47,15 @@ def main(argv):
     if _CACHE.value:
         crossval.enable_compilation_cache(os.path.join(_ROOT.value, ".jax_cache"))
     step = _STEP.value if _STEP.value in ("best", "latest") else int(_STEP.value)
-    summary = crossval.run_cv(_CONFIG.value, _ROOT.value, folds, _VARIANTS.value, eval_only=_EVAL_ONLY.value,
-                              step=step, batch_size=_BATCH_SIZE.value)
+    summary = crossval.run_cv(
+        _CONFIG.value,
+        _ROOT.value,
+        folds,
+        _VARIANTS.value,
+        eval_only=_EVAL_ONLY.value,
+        step=step,
+        batch_size=_BATCH_SIZE.value,
+    )
     print()
     print(crossval.summary_markdown(summary))
     print(f"summary: {os.path.join(summary['root'], 'cv_summary.json')} and cv_summary.md")

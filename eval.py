@@ -22,12 +22,14 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json, 
 _STEP = flags.DEFINE_string("step", "best", "'best' (by eval_accuracy), 'latest' or a step number.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"], "Which split to evaluate.")
 _FLIP_TTA = flags.DEFINE_bool("flip_tta", False, "Average the softmax of each image and its mirror.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Evaluation batch size (default config.train.eval_batch_size).",
-                                   lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", None, "Evaluation batch size (default config.train.eval_batch_size).", lower_bound=1
+)
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Optional config file replacing <workdir>/config.json.")
 flags.mark_flags_as_required(["workdir"])
-flags.register_validator("step", lambda v: v in ("best", "latest") or v.isdigit(),
-                         message="--step must be 'best', 'latest' or a step number")
+flags.register_validator(
+    "step", lambda v: v in ("best", "latest") or v.isdigit(), message="--step must be 'best', 'latest' or a step number"
+)
 
 
 def main(argv):
@@ -39,10 +41,18 @@ def main(argv):
     from manet_jax.inference import evaluate_workdir
 
     step = _STEP.value if _STEP.value in ("best", "latest") else int(_STEP.value)
-    summary = evaluate_workdir(_WORKDIR.value, step=step, split=_SPLIT.value, flip_tta=_FLIP_TTA.value,
-                               batch_size=_BATCH_SIZE.value, config=_CONFIG.value)
-    print(f"{summary['workdir']}: {summary['variant']}, step {summary['step']} ({summary['step_note']}), "
-          f"{summary['split']} split{', flip TTA' if summary['flip_tta'] else ''}")
+    summary = evaluate_workdir(
+        _WORKDIR.value,
+        step=step,
+        split=_SPLIT.value,
+        flip_tta=_FLIP_TTA.value,
+        batch_size=_BATCH_SIZE.value,
+        config=_CONFIG.value,
+    )
+    print(
+        f"{summary['workdir']}: {summary['variant']}, step {summary['step']} ({summary['step_note']}), "
+        f"{summary['split']} split{', flip TTA' if summary['flip_tta'] else ''}"
+    )
     print(metrics.format_summary(summary))
     print()
     print(metrics.confusion_markdown(summary["confusion_matrix"], summary["class_names"]))

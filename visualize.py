@@ -65,11 +65,19 @@ def main(argv):
     mean = run.config.data.get("pixel_mean", preprocess.VGGFACE_MEAN_RGB)
     explanation = visualize.explain(run.model, run.params, preprocess.normalize(images, mean), layer=_LAYER.value)
     out = Path(_OUT.value) if _OUT.value else run.workdir / "eval" / "pictures.png"
-    visualize.figure_grid(images, explanation, out, labels=np.asarray(split.label[indices]),
-                          landmarks=np.asarray(split.landmarks8[indices]), class_names=split.class_names)
+    visualize.figure_grid(
+        images,
+        explanation,
+        out,
+        labels=np.asarray(split.label[indices]),
+        landmarks=np.asarray(split.landmarks8[indices]),
+        class_names=split.class_names,
+    )
     accuracy = float(np.mean(explanation["predicted"] == np.asarray(split.label[indices])))
-    print(f"{out}: {len(indices)} {_SPLIT.value} images {indices}, {run.model.variant} step {run.step} ({run.note}), "
-          f"{accuracy:.0%} correct, {time.time() - start:.1f}s")
+    print(
+        f"{out}: {len(indices)} {_SPLIT.value} images {indices}, {run.model.variant} step {run.step} ({run.note}), "
+        f"{accuracy:.0%} correct, {time.time() - start:.1f}s"
+    )
 
 
 if __name__ == "__main__":

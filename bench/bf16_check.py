@@ -38,8 +38,10 @@ def main(_):
         cfg.model.dtype = dtype
         models[dtype] = build_model(cfg.model)
     params = init_variables(models["float32"], jax.random.key(0))["params"]
-    outs = {d: jax.device_get(jax.jit(lambda p, x, m=m: m.apply({"params": p}, x))(params, images[:b]))
-            for d, m in models.items()}
+    outs = {
+        d: jax.device_get(jax.jit(lambda p, x, m=m: m.apply({"params": p}, x))(params, images[:b]))
+        for d, m in models.items()
+    }
     f, h = outs["float32"], outs["bfloat16"]
     report = {"device": jax.devices()[0].device_kind, "batch": b, "input": s}
     for key in f:
@@ -57,12 +59,24 @@ def main(_):
         losses, start = [], time.perf_counter()
         for k in range(_STEPS.value):
             idx = np.arange(k * b, (k + 1) * b) % len(images)
-            batch = {"image": jnp.asarray(images[idx]), "masks": jnp.asarray(masks[idx], jnp.float32),
-                     "label": jnp.asarray(faces["label"][idx])}
+            batch = {
+                "image": jnp.asarray(images[idx]),
+                "masks": jnp.asarray(masks[idx], jnp.float32),
+                "label": jnp.asarray(faces["label"][idx]),
+            }
             state, metrics = step(state, batch)
             losses.append(float(metrics["loss"]))
-        print(json.dumps({"dtype": dtype, "stage": 2, "losses": [round(v, 4) for v in losses],
-                          "seconds": round(time.perf_counter() - start, 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "dtype": dtype,
+                    "stage": 2,
+                    "losses": [round(v, 4) for v in losses],
+                    "seconds": round(time.perf_counter() - start, 1),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,16 @@ def run_one(seed: int, data_seed: int, root: Path, extra: list[str]) -> dict:
     workdir = root / f"seed{seed}_data{data_seed}"
     if workdir.exists():
         raise FileExistsError(f"{workdir} exists: use a new --root (a resumed run would not time the demo)")
-    cmd = [sys.executable, "train.py", f"--config={_CONFIG.value}", f"--workdir={workdir}",
-           f"--config.seed={seed}", f"--config.data.seed={data_seed}", "--config.train.progress_bar=False", *extra]
+    cmd = [
+        sys.executable,
+        "train.py",
+        f"--config={_CONFIG.value}",
+        f"--workdir={workdir}",
+        f"--config.seed={seed}",
+        f"--config.data.seed={data_seed}",
+        "--config.train.progress_bar=False",
+        *extra,
+    ]
     start = time.time()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     seconds = time.time() - start
@@ -74,17 +82,23 @@ def main(argv):
         r = run_one(seed, data_seed, root, extra)
         results.append(r)
         iou = "—" if r["mask_iou"] is None else f"{r['mask_iou']:.3f}"
-        print(f"| {seed} | {data_seed} | {100 * r['accuracy']:.1f}% | {iou} | {r['seconds']:.0f} s | {r['data']} |",
-              flush=True)
+        print(
+            f"| {seed} | {data_seed} | {100 * r['accuracy']:.1f}% | {iou} | {r['seconds']:.0f} s | {r['data']} |",
+            flush=True,
+        )
     accs = [100 * r["accuracy"] for r in results]
     secs = [r["seconds"] for r in results]
     spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
-    print(f"\naccuracy mean {statistics.mean(accs):.1f}% (sd {spread:.1f}, min {min(accs):.1f}, max {max(accs):.1f}); "
-          f"wall time mean {statistics.mean(secs):.0f} s (max {max(secs):.0f} s)")
+    print(
+        f"\naccuracy mean {statistics.mean(accs):.1f}% (sd {spread:.1f}, min {min(accs):.1f}, max {max(accs):.1f}); "
+        f"wall time mean {statistics.mean(secs):.0f} s (max {max(secs):.0f} s)"
+    )
     (root / "demo_seeds.json").write_text(json.dumps(results, indent=2))
     failed = [r for r in results if r["accuracy"] < _MIN_ACCURACY.value or r["seconds"] > _MAX_SECONDS.value]
     if failed:
-        print(f"FAILED: {len(failed)} run(s) below {100 * _MIN_ACCURACY.value:.0f}% or above {_MAX_SECONDS.value:.0f} s")
+        print(
+            f"FAILED: {len(failed)} run(s) below {100 * _MIN_ACCURACY.value:.0f}% or above {_MAX_SECONDS.value:.0f} s"
+        )
         sys.exit(1)
     print(f"all {len(results)} runs >= {100 * _MIN_ACCURACY.value:.0f}% and <= {_MAX_SECONDS.value:.0f} s")
 

@@ -46,14 +46,28 @@ def main(_):
         fitted = classical.fit_features(train_x, train.label, C, seed=0, max_iter=cfg.hog.max_iter)
         fit_seconds = time.time() - start
         converged = fitted.pop("converged")
-        model = classical.HogSvm(**fitted, class_names=train.class_names, image_size=_SIZE.value, hog=params,
-                                 settings={})
-        accuracy = {name: float(np.mean(model.classes[model._scores(x).argmax(1)] == split.label))
-                    for name, x, split in (("train", train_x, train), ("test", test_x, test))}
-        print(json.dumps({"size": _SIZE.value, "num_train": len(train), "features": int(train_x.shape[1]), "C": C,
-                          "hog_seconds": round(hog_seconds, 2), "fit_seconds": round(fit_seconds, 2),
-                          "converged": converged, "train_accuracy": accuracy["train"],
-                          "test_accuracy": accuracy["test"]}))
+        model = classical.HogSvm(
+            **fitted, class_names=train.class_names, image_size=_SIZE.value, hog=params, settings={}
+        )
+        accuracy = {
+            name: float(np.mean(model.classes[model._scores(x).argmax(1)] == split.label))
+            for name, x, split in (("train", train_x, train), ("test", test_x, test))
+        }
+        print(
+            json.dumps(
+                {
+                    "size": _SIZE.value,
+                    "num_train": len(train),
+                    "features": int(train_x.shape[1]),
+                    "C": C,
+                    "hog_seconds": round(hog_seconds, 2),
+                    "fit_seconds": round(fit_seconds, 2),
+                    "converged": converged,
+                    "train_accuracy": accuracy["train"],
+                    "test_accuracy": accuracy["test"],
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,9 @@ def measure(model, params, batch, use_masks: bool):
 
     def loss_fn(ersnet):
         variables = {"params": {**params, "ersnet": ersnet}}
-        out, state = model.apply(variables, batch["image"], masks=masks, capture_intermediates=True,
-                                 mutable=["intermediates"])
+        out, state = model.apply(
+            variables, batch["image"], masks=masks, capture_intermediates=True, mutable=["intermediates"]
+        )
         loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out["logits"], batch["label"]))
         return loss, state["intermediates"]
 
@@ -69,8 +70,9 @@ def measure(model, params, batch, use_masks: bool):
     # V (pool4) and what conv5_1 receives, from the sown values and one extra forward.
     act["pool4 (V)"] = rms(inter["ersnet/pool4"][0])
     v = inter["ersnet/pool4"][0]
-    received = model.apply({"params": {**params}}, batch["image"], masks=masks, capture_intermediates=True,
-                           mutable=["intermediates"])[1]["intermediates"]
+    received = model.apply(
+        {"params": {**params}}, batch["image"], masks=masks, capture_intermediates=True, mutable=["intermediates"]
+    )[1]["intermediates"]
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(received), sep="/")
     attn = [k for k in flat if k.startswith("ersnet/ma_block/__call__") or k.startswith("ersnet/se_block/__call__")]
     if attn:
@@ -122,8 +124,14 @@ def main(argv):
         params = init_variables(model, jax.random.fold_in(jax.random.key(config.seed), 0))["params"]
         tx, _ = training.make_optimizer(config.train, 2)
         use_masks = variant == "manet"
-        probe = pipeline.make_examples(train_split, np.arange(config.train.batch_size), None, model.mask_size,
-                                       config.model.region_sizes, tuple(config.data.pixel_mean))
+        probe = pipeline.make_examples(
+            train_split,
+            np.arange(config.train.batch_size),
+            None,
+            model.mask_size,
+            config.model.region_sizes,
+            tuple(config.data.pixel_mean),
+        )
         probe = {k: jax.numpy.asarray(v) for k, v in probe.items()}
         state = training.init_state(model, config.seed, 2, tx, params)
 
@@ -135,21 +143,36 @@ def main(argv):
             rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
 
             def loss_fn(ersnet):
-                out = model.apply({"params": {**params, "ersnet": ersnet}}, batch["image"], train=True,
-                                  masks=batch["masks"] if use_masks else None, rngs={"dropout": rng})
+                out = model.apply(
+                    {"params": {**params, "ersnet": ersnet}},
+                    batch["image"],
+                    train=True,
+                    masks=batch["masks"] if use_masks else None,
+                    rngs={"dropout": rng},
+                )
                 return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out["logits"], batch["label"]))
 
             loss, grads = jax.value_and_grad(loss_fn)(params["ersnet"])
             updates, opt_state = tx.update(grads, state["opt_state"], params["ersnet"])
-            return {"params": {**params, "ersnet": optax.apply_updates(params["ersnet"], updates)},
-                    "opt_state": opt_state, "step": state["step"] + 1, "rng": state["rng"]}, loss
+            return {
+                "params": {**params, "ersnet": optax.apply_updates(params["ersnet"], updates)},
+                "opt_state": opt_state,
+                "step": state["step"] + 1,
+                "rng": state["rng"],
+            }, loss
 
         step_fn = jax.jit(step_fn)
-        batches = pipeline.train_batches(train_split, global_batch_size=config.train.batch_size, seed=config.seed,
-                                         start_step=0, num_steps=max(steps_wanted), mask_size=model.mask_size,
-                                         region_sizes=config.model.region_sizes,
-                                         pixel_mean=tuple(config.data.pixel_mean),
-                                         random_flip=config.data.random_flip)
+        batches = pipeline.train_batches(
+            train_split,
+            global_batch_size=config.train.batch_size,
+            seed=config.seed,
+            start_step=0,
+            num_steps=max(steps_wanted),
+            mask_size=model.mask_size,
+            region_sizes=config.model.region_sizes,
+            pixel_mean=tuple(config.data.pixel_mean),
+            random_flip=config.data.random_flip,
+        )
         done, losses, start = 0, [], time.time()
         per_step = {}
         if 0 in steps_wanted:
@@ -159,19 +182,32 @@ def main(argv):
             done += 1
             losses.append(float(loss))
             if done % _LOSS_EVERY.value == 0:
-                print(f"{variant} step {done}: train loss {np.mean(losses[-_LOSS_EVERY.value:]):.3f} "
-                      f"({time.time() - start:.0f}s)", flush=True)
+                print(
+                    f"{variant} step {done}: train loss {np.mean(losses[-_LOSS_EVERY.value :]):.3f} "
+                    f"({time.time() - start:.0f}s)",
+                    flush=True,
+                )
             if done in steps_wanted:
                 per_step[done] = measure(model, state["params"], probe, use_masks)
         results[variant] = per_step
         rows_act = layer_names(params["ersnet"])
         rows_act = rows_act[:10] + ["pool4 (V)", "attention out"] + rows_act[10:]
-        print_table(f"{variant}: activation RMS (pre-ReLU), kernel_init={config.model.kernel_init}",
-                    {f"step {s}": r["act"] for s, r in per_step.items()}, rows_act, "{:.3g}")
-        grad_rows = sorted({k for r in per_step.values() for k in r["grad"]},
-                           key=lambda k: (rows_act + [k]).index(k.split("/")[0]) if k.split("/")[0] in rows_act else 99)
-        print_table(f"{variant}: |grad| / |weight| per kernel",
-                    {f"step {s}": r["grad"] for s, r in per_step.items()}, grad_rows, "{:.2e}")
+        print_table(
+            f"{variant}: activation RMS (pre-ReLU), kernel_init={config.model.kernel_init}",
+            {f"step {s}": r["act"] for s, r in per_step.items()},
+            rows_act,
+            "{:.3g}",
+        )
+        grad_rows = sorted(
+            {k for r in per_step.values() for k in r["grad"]},
+            key=lambda k: (rows_act + [k]).index(k.split("/")[0]) if k.split("/")[0] in rows_act else 99,
+        )
+        print_table(
+            f"{variant}: |grad| / |weight| per kernel",
+            {f"step {s}": r["grad"] for s, r in per_step.items()},
+            grad_rows,
+            "{:.2e}",
+        )
         print(f"{variant}: probe-batch loss " + ", ".join(f"step {s} {r['loss']:.3f}" for s, r in per_step.items()))
 
 

@@ -39,13 +39,16 @@ def main(argv):
 
     start = time.time()
     try:
-        rows = synthetic.export_folder(_OUT.value, _NUM_SUBJECTS.value, _PER_SUBJECT.value,
-                                       _SEED.value, _IMAGE_SIZE.value, _HARD.value)
+        rows = synthetic.export_folder(
+            _OUT.value, _NUM_SUBJECTS.value, _PER_SUBJECT.value, _SEED.value, _IMAGE_SIZE.value, _HARD.value
+        )
     except (FileExistsError, ValueError) as err:
         sys.exit(f"error: {err}")
     subjects = len({r["subject"] for r in rows})
-    print(f"wrote {len(rows)} faces of {subjects} subjects to {_OUT.value} in "
-          f"{time.time() - start:.1f}s (see {synthetic.FOLDER_INFO})")
+    print(
+        f"wrote {len(rows)} faces of {subjects} subjects to {_OUT.value} in "
+        f"{time.time() - start:.1f}s (see {synthetic.FOLDER_INFO})"
+    )
 
 
 if __name__ == "__main__":

@@ -53,20 +53,37 @@ def main(_):
             state, metrics = step(state, batch)
         jax.block_until_ready(metrics)
         dt = (time.perf_counter() - start) / _STEPS.value
-        print(json.dumps({"stage": stage, "variant": cfg.model.variant, "input": s, "width": cfg.model.width_multiplier,
-                          "batch": b, "dtype": cfg.model.dtype, "device": str(jax.devices()[0].device_kind),
-                          "first_step_s": round(compile_s, 2), "steps_per_s": round(1 / dt, 3),
-                          "images_per_s": round(b / dt, 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "stage": stage,
+                    "variant": cfg.model.variant,
+                    "input": s,
+                    "width": cfg.model.width_multiplier,
+                    "batch": b,
+                    "dtype": cfg.model.dtype,
+                    "device": str(jax.devices()[0].device_kind),
+                    "first_step_s": round(compile_s, 2),
+                    "steps_per_s": round(1 / dt, 3),
+                    "images_per_s": round(b / dt, 1),
+                }
+            ),
+            flush=True,
+        )
     if not _PIPELINE.value:
         return
     # Input pipeline alone.
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        split = prepared.write_split(Path(tmp) / "train", synthetic.generate_split(512, seed=0, image_size=s),
-                                     {"class_names": list(synthetic.CLASS_NAMES)})
-        it = pipeline.train_batches(split, global_batch_size=b, seed=0, start_step=0, num_steps=60,
-                                    mask_size=model.mask_size)
+        split = prepared.write_split(
+            Path(tmp) / "train",
+            synthetic.generate_split(512, seed=0, image_size=s),
+            {"class_names": list(synthetic.CLASS_NAMES)},
+        )
+        it = pipeline.train_batches(
+            split, global_batch_size=b, seed=0, start_step=0, num_steps=60, mask_size=model.mask_size
+        )
         next(it)
         start = time.perf_counter()
         n = sum(1 for _ in it)

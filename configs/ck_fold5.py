@@ -1,6 +1,6 @@
 """CK+ fold 5 of 10 as the test set (see configs/ck.py for the recipe and expected result).
 
-    python train.py --config=configs/ck_fold5.py --workdir=runs/ck5 --config.data.data_dir=/data/CK+
+python train.py --config=configs/ck_fold5.py --workdir=runs/ck5 --config.data.data_dir=/data/CK+
 """
 
 from configs import ck

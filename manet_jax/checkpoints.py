@@ -52,15 +52,21 @@ def _quiet_orbax():
 
 
 def _refuse_prng_keys(tree: Any, what: str) -> None:
-    bad = [param_match.path_str(p) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
-           if jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key)]
+    bad = [
+        param_match.path_str(p)
+        for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+        if jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key)
+    ]
     if bad:
-        raise TypeError(f"{what} holds PRNG key object(s) at {', '.join(bad)}: save jax.random.key_data(key) "
-                        "(uint32) and rebuild the key with jax.random.wrap_key_data after restoring.")
+        raise TypeError(
+            f"{what} holds PRNG key object(s) at {', '.join(bad)}: save jax.random.key_data(key) "
+            "(uint32) and rebuild the key with jax.random.wrap_key_data after restoring."
+        )
 
 
 def _jsonable(tree: Mapping, name: str) -> dict:
     """A plain-JSON copy (numpy/jax numbers become Python ones); a TypeError names the entry."""
+
     def plain(path, x):
         where = f"{name}/{param_match.path_str(path)}"
         if not all(isinstance(getattr(k, "key", ""), str) for k in path):
@@ -77,8 +83,13 @@ def _jsonable(tree: Mapping, name: str) -> dict:
 def _registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
     """How a fresh manager reads each item; PyTreeRestore is read_params' partial restore."""
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
-    for item, args in ((STATE, ocp.args.StandardSave), (STATE, ocp.args.StandardRestore),
-                       (STATE, ocp.args.PyTreeRestore), (META, ocp.args.JsonSave), (META, ocp.args.JsonRestore)):
+    for item, args in (
+        (STATE, ocp.args.StandardSave),
+        (STATE, ocp.args.StandardRestore),
+        (STATE, ocp.args.PyTreeRestore),
+        (META, ocp.args.JsonSave),
+        (META, ocp.args.JsonRestore),
+    ):
         registry.add(item, args)
     return registry
 
@@ -99,9 +110,17 @@ class Checkpoints:
     creates, writes and deletes nothing.
     """
 
-    def __init__(self, directory, max_to_keep: int | None = 3, best_metric: str = "eval_accuracy",
-                 best_mode: str = "max", keep_best: bool = True, save_interval_steps: int | None = None,
-                 *, read_only: bool = False):
+    def __init__(
+        self,
+        directory,
+        max_to_keep: int | None = 3,
+        best_metric: str = "eval_accuracy",
+        best_mode: str = "max",
+        keep_best: bool = True,
+        save_interval_steps: int | None = None,
+        *,
+        read_only: bool = False,
+    ):
         if max_to_keep is not None and max_to_keep < 1:
             raise ValueError(f"max_to_keep must be >= 1 or None, got {max_to_keep!r}.")
         self.directory = epath.Path(os.path.abspath(os.fspath(directory)))  # orbax wants it absolute
@@ -112,13 +131,19 @@ class Checkpoints:
         best_fn = lambda metrics: metrics.get(best_metric, worst)  # noqa: E731
         keep = policies.LatestN(n=max_to_keep)
         if keep_best:
-            best = policies.BestN(get_metric_fn=best_fn, reverse=best_mode == "min", n=1,
-                                  keep_checkpoints_without_metrics=False)
+            best = policies.BestN(
+                get_metric_fn=best_fn, reverse=best_mode == "min", n=1, keep_checkpoints_without_metrics=False
+            )
             keep = policies.AnyPreservationPolicy([keep, best])
         options = ocp.CheckpointManagerOptions(
-            best_fn=best_fn, best_mode=best_mode, preservation_policy=keep, read_only=read_only,
-            save_interval_steps=0 if read_only else save_interval_steps or 1, create=not read_only,
-            cleanup_tmp_directories=not read_only, enable_async_checkpointing=False,
+            best_fn=best_fn,
+            best_mode=best_mode,
+            preservation_policy=keep,
+            read_only=read_only,
+            save_interval_steps=0 if read_only else save_interval_steps or 1,
+            create=not read_only,
+            cleanup_tmp_directories=not read_only,
+            enable_async_checkpointing=False,
         )
         with _quiet_orbax():
             self._mngr = ocp.CheckpointManager(self.directory, options=options, handler_registry=_registry())
@@ -138,8 +163,7 @@ class Checkpoints:
         """The metrics saved with ``step`` (latest when None); None for saves without best_metric."""
         return self._mngr.metrics(self._resolve_step(step))
 
-    def save(self, step: int, state: Any, meta: Mapping, metrics: Mapping | None = None,
-             force: bool = False) -> bool:
+    def save(self, step: int, state: Any, meta: Mapping, metrics: Mapping | None = None, force: bool = False) -> bool:
         """Write ``state``, ``meta`` and ``metrics`` as ``step``; True once it is on disk.
 
         False when skipped: off ``save_interval_steps`` (unless ``force``), or ``step`` is the
@@ -151,8 +175,10 @@ class Checkpoints:
         _refuse_prng_keys(state, "state")
         meta, metrics = _jsonable(meta, "meta"), metrics and _jsonable(metrics, "metrics")
         if latest is not None and step < latest:
-            raise ValueError(f"Cannot save step {step}: {self.directory} already holds checkpoints up to "
-                             f"step {latest}. Resume from the latest checkpoint or use a new directory.")
+            raise ValueError(
+                f"Cannot save step {step}: {self.directory} already holds checkpoints up to "
+                f"step {latest}. Resume from the latest checkpoint or use a new directory."
+            )
         if step == latest and not force:
             return False
         value = (metrics or {}).get(self.best_metric)
@@ -217,8 +243,10 @@ class Checkpoints:
     def _check(self, step: int, expected: Any, stored: Any) -> None:
         report = param_match.compare(expected, stored)
         if report:
-            header = (f"Checkpoint step {step} in {self.directory} does not match the expected state "
-                      "(another model variant, class count or width?):")
+            header = (
+                f"Checkpoint step {step} in {self.directory} does not match the expected state "
+                "(another model variant, class count or width?):"
+            )
             raise CheckpointMismatchError(report.format(header), report)
 
 

@@ -47,8 +47,11 @@ def hog_parameters(hog_config, image_size: int) -> dict:
     if not 1 <= block <= cells:
         raise ValueError(f"config.hog.cells_per_block={block} must lie in 1..cells_per_side ({cells})")
     side = image_size // cells
-    return {"orientations": int(hog_config.orientations), "pixels_per_cell": (side, side),
-            "cells_per_block": (block, block)}
+    return {
+        "orientations": int(hog_config.orientations),
+        "pixels_per_cell": (side, side),
+        "cells_per_block": (block, block),
+    }
 
 
 def hog_features(images, orientations: int = 9, pixels_per_cell=(8, 8), cells_per_block=(2, 2)) -> np.ndarray:
@@ -67,8 +70,15 @@ def hog_features(images, orientations: int = 9, pixels_per_cell=(8, 8), cells_pe
     rows = []
     for image in images:
         grey = rgb2gray(image) if image.ndim == 3 else image.astype(np.float64) / 255.0
-        rows.append(hog(grey, orientations=orientations, pixels_per_cell=tuple(pixels_per_cell),
-                        cells_per_block=tuple(cells_per_block), feature_vector=True))
+        rows.append(
+            hog(
+                grey,
+                orientations=orientations,
+                pixels_per_cell=tuple(pixels_per_cell),
+                cells_per_block=tuple(cells_per_block),
+                feature_vector=True,
+            )
+        )
     return np.asarray(rows, np.float32).reshape(len(images), -1)
 
 
@@ -91,8 +101,9 @@ class HogSvm:
         """(N, len(classes)) SVM scores; flip_tta averages the image's and its mirror's scores."""
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[1:3] != (self.image_size, self.image_size):
-            raise ValueError(f"expected images of shape (N, {self.image_size}, {self.image_size}, 3), "
-                             f"got {images.shape}")
+            raise ValueError(
+                f"expected images of shape (N, {self.image_size}, {self.image_size}, 3), got {images.shape}"
+            )
         scores = self._scores(hog_features(images, **self.hog))
         if flip_tta:
             scores = (scores + self._scores(hog_features(images[:, :, ::-1], **self.hog))) / 2
@@ -125,16 +136,23 @@ def fit_features(features, labels, C: float, seed: int, max_iter: int) -> dict:
 
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
-        raise ValueError(f"the training split has only class(es) {np.unique(labels).tolist()}: "
-                         "a classifier needs at least two")
+        raise ValueError(
+            f"the training split has only class(es) {np.unique(labels).tolist()}: a classifier needs at least two"
+        )
     mean, scale = standardizer(features)
     svm = LinearSVC(C=C, dual="auto", random_state=seed, max_iter=max_iter)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         svm.fit((features - mean) / scale, labels)
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    return {"coef": svm.coef_.astype(np.float32), "intercept": svm.intercept_.astype(np.float32),
-            "mean": mean, "scale": scale, "classes": svm.classes_.astype(np.int32), "converged": converged}
+    return {
+        "coef": svm.coef_.astype(np.float32),
+        "intercept": svm.intercept_.astype(np.float32),
+        "mean": mean,
+        "scale": scale,
+        "classes": svm.classes_.astype(np.int32),
+        "converged": converged,
+    }
 
 
 # ------------------------------------------------------------------------------- storage
@@ -150,11 +168,24 @@ def save_model(model: HogSvm, path) -> Path:
     """An .npz of plain arrays (loadable with allow_pickle=False), written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format_version": FORMAT_VERSION, "variant": VARIANT, "class_names": list(model.class_names),
-            "image_size": model.image_size, "hog": model.hog, "settings": model.settings}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "variant": VARIANT,
+        "class_names": list(model.class_names),
+        "image_size": model.image_size,
+        "hog": model.hog,
+        "settings": model.settings,
+    }
     with atomic.replacing(path) as f:  # a file object: np.savez adds no '.npz' to the name
-        np.savez(f, coef=model.coef, intercept=model.intercept, mean=model.mean, scale=model.scale,
-                 classes=model.classes, meta=np.asarray(json.dumps(meta)))
+        np.savez(
+            f,
+            coef=model.coef,
+            intercept=model.intercept,
+            mean=model.mean,
+            scale=model.scale,
+            classes=model.classes,
+            meta=np.asarray(json.dumps(meta)),
+        )
     return path
 
 
@@ -164,17 +195,26 @@ def load_model(path) -> HogSvm:
     if path.is_dir():
         path = model_path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no fitted hog_svm model at {path}: fit it first (train.py or cv.py "
-                                f"with config.model.variant={VARIANT!r})")
+        raise FileNotFoundError(
+            f"no fitted hog_svm model at {path}: fit it first (train.py or cv.py with config.model.variant={VARIANT!r})"
+        )
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in ("coef", "intercept", "mean", "scale", "classes")}
         meta = json.loads(str(z["meta"]))
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} has format version {meta.get('format_version')}, this code reads {FORMAT_VERSION}")
-    hog = {**meta["hog"], "pixels_per_cell": tuple(meta["hog"]["pixels_per_cell"]),
-           "cells_per_block": tuple(meta["hog"]["cells_per_block"])}
-    return HogSvm(**arrays, class_names=tuple(meta["class_names"]), image_size=int(meta["image_size"]),
-                  hog=hog, settings=meta["settings"])
+    hog = {
+        **meta["hog"],
+        "pixels_per_cell": tuple(meta["hog"]["pixels_per_cell"]),
+        "cells_per_block": tuple(meta["hog"]["cells_per_block"]),
+    }
+    return HogSvm(
+        **arrays,
+        class_names=tuple(meta["class_names"]),
+        image_size=int(meta["image_size"]),
+        hog=hog,
+        settings=meta["settings"],
+    )
 
 
 # ------------------------------------------------------------------------------ workdirs
@@ -189,9 +229,15 @@ def data_digest(split) -> str:
 def fit_settings(config, train) -> dict:
     """Everything a fit depends on; an existing model with other settings is not replaced."""
     h = config.hog
-    return {"hog": hog_parameters(h, train.image_size), "C": float(h.C), "max_iter": int(h.max_iter),
-            "seed": int(config.seed), "class_names": list(train.class_names), "train_examples": len(train),
-            "train_digest": data_digest(train)}
+    return {
+        "hog": hog_parameters(h, train.image_size),
+        "C": float(h.C),
+        "max_iter": int(h.max_iter),
+        "seed": int(config.seed),
+        "class_names": list(train.class_names),
+        "train_examples": len(train),
+        "train_digest": data_digest(train),
+    }
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -219,24 +265,36 @@ def fit_workdir(config, workdir, log=print) -> dict:
     _check_workdir(config, workdir)
     train, _ = datasets.load_splits(config, workdir, log=log)
     if len(train.class_names) != config.model.num_classes:
-        raise ValueError(f"config.model.num_classes={config.model.num_classes} but the data set has "
-                         f"{len(train.class_names)} classes {train.class_names}")
+        raise ValueError(
+            f"config.model.num_classes={config.model.num_classes} but the data set has "
+            f"{len(train.class_names)} classes {train.class_names}"
+        )
     settings, path = fit_settings(config, train), model_path(workdir)
     old = _reusable(path, settings)
     workdir.mkdir(parents=True, exist_ok=True)
     metrics.write_text_atomic(workdir / "config.json", config.to_json_best_effort(indent=2))
     if old is not None:
         log(f"{VARIANT}: {path} is already fitted with these settings, reused")
-        return {"train_accuracy": old.settings["train_accuracy"], "train_examples": len(train),
-                "fit_seconds": 0.0, "reused": True}
+        return {
+            "train_accuracy": old.settings["train_accuracy"],
+            "train_examples": len(train),
+            "fit_seconds": 0.0,
+            "reused": True,
+        }
     model = fit_split(train, settings)
     save_model(model, path)
     s = model.settings
     warning = "" if s["converged"] else " (WARNING: LinearSVC did not converge; raise config.hog.max_iter)"
-    log(f"{VARIANT}: fitted on {len(train)} examples ({s['num_features']} HOG features) in {s['fit_seconds']:.1f}s, "
-        f"train accuracy {100 * s['train_accuracy']:.2f}%{warning} -> {path}")
-    return {"train_accuracy": s["train_accuracy"], "train_examples": len(train), "fit_seconds": s["fit_seconds"],
-            "reused": False}
+    log(
+        f"{VARIANT}: fitted on {len(train)} examples ({s['num_features']} HOG features) in {s['fit_seconds']:.1f}s, "
+        f"train accuracy {100 * s['train_accuracy']:.2f}%{warning} -> {path}"
+    )
+    return {
+        "train_accuracy": s["train_accuracy"],
+        "train_examples": len(train),
+        "fit_seconds": s["fit_seconds"],
+        "reused": False,
+    }
 
 
 def _reusable(path: Path, settings: dict) -> HogSvm | None:
@@ -247,8 +305,9 @@ def _reusable(path: Path, settings: dict) -> HogSvm | None:
     stored = {k: old.settings.get(k) for k in settings}
     if not _same(stored, settings):
         changed = sorted(k for k in settings if not _same({k: stored[k]}, {k: settings[k]}))
-        raise FileExistsError(f"{path} was fitted with other {changed}; delete {path.parent} to refit "
-                              f"or use another --workdir")
+        raise FileExistsError(
+            f"{path} was fitted with other {changed}; delete {path.parent} to refit or use another --workdir"
+        )
     return old
 
 
@@ -258,16 +317,34 @@ def fit_split(train, settings: dict) -> HogSvm:
     features = hog_features(train.image, **settings["hog"])
     fitted = fit_features(features, train.label, settings["C"], settings["seed"], settings["max_iter"])
     converged = fitted.pop("converged")
-    model = HogSvm(**fitted, class_names=train.class_names, image_size=train.image_size, hog=settings["hog"],
-                   settings=dict(settings))
+    model = HogSvm(
+        **fitted,
+        class_names=train.class_names,
+        image_size=train.image_size,
+        hog=settings["hog"],
+        settings=dict(settings),
+    )
     train_accuracy = float(np.mean(model.classes[model._scores(features).argmax(1)] == train.label))
-    model.settings.update(train_accuracy=train_accuracy, fit_seconds=round(time.time() - start, 3),
-                          converged=converged, num_features=int(features.shape[1]))
+    model.settings.update(
+        train_accuracy=train_accuracy,
+        fit_seconds=round(time.time() - start, 3),
+        converged=converged,
+        num_features=int(features.shape[1]),
+    )
     return model
 
 
-def evaluate_workdir(workdir, step="best", split: str = "test", flip_tta: bool = False, batch_size=None,
-                     config=None, png: bool = True, suffix: str | None = None, log=print) -> dict:
+def evaluate_workdir(
+    workdir,
+    step="best",
+    split: str = "test",
+    flip_tta: bool = False,
+    batch_size=None,
+    config=None,
+    png: bool = True,
+    suffix: str | None = None,
+    log=print,
+) -> dict:
     """inference.evaluate_workdir for a hog_svm workdir: the same fields, files and code path.
 
     There are no steps or checkpoints: `step` 0 and 'checkpoint' (the model .npz) stand in,
@@ -287,15 +364,26 @@ def evaluate_workdir(workdir, step="best", split: str = "test", flip_tta: bool =
     if tuple(data.class_names) != model.class_names:
         raise ValueError(f"{data.path} has classes {data.class_names}, the model {path} {model.class_names}")
     predictions = model.predict(data.image, flip_tta=flip_tta)
-    summary = metrics.summarize(metrics.confusion_matrix(data.label, predictions, len(model.class_names)),
-                                model.class_names)
-    note = (f"{VARIANT} is fitted, not trained in steps: step 0 stands in and 'checkpoint' is the model file; "
-            f"fitted on {model.settings.get('train_examples')} examples, train accuracy "
-            f"{100 * model.settings.get('train_accuracy', float('nan')):.2f}%")
+    summary = metrics.summarize(
+        metrics.confusion_matrix(data.label, predictions, len(model.class_names)), model.class_names
+    )
+    note = (
+        f"{VARIANT} is fitted, not trained in steps: step 0 stands in and 'checkpoint' is the model file; "
+        f"fitted on {model.settings.get('train_examples')} examples, train accuracy "
+        f"{100 * model.settings.get('train_accuracy', float('nan')):.2f}%"
+    )
     summary.update(
-        subjects=np.unique(data.subject_id).tolist(), workdir=str(workdir), step=0, step_note=note,
-        checkpoint=str(path), split=split, flip_tta=flip_tta, variant=VARIANT, fold=int(cfg.data.fold),
-        config_override=config is not None, seconds=round(time.time() - start, 3),
+        subjects=np.unique(data.subject_id).tolist(),
+        workdir=str(workdir),
+        step=0,
+        step_note=note,
+        checkpoint=str(path),
+        split=split,
+        flip_tta=flip_tta,
+        variant=VARIANT,
+        fold=int(cfg.data.fold),
+        config_override=config is not None,
+        seconds=round(time.time() - start, 3),
     )
     if suffix is None:
         suffix = inference.report_suffix(split, flip_tta)  # one model: no step in the names
@@ -316,6 +404,10 @@ def train_and_evaluate(config, workdir, log=print) -> dict:
         fit = fit_workdir(config, workdir, log=log)
         summary = evaluate_workdir(workdir, config=None, log=log)
     log(metrics.format_summary(summary))
-    return {"eval_accuracy": summary["accuracy"], "eval_examples": summary["num_examples"],
-            "train_accuracy": fit["train_accuracy"], "fit_seconds": fit["fit_seconds"],
-            "metrics_file": summary["files"]["metrics"]}
+    return {
+        "eval_accuracy": summary["accuracy"],
+        "eval_examples": summary["num_examples"],
+        "train_accuracy": fit["train_accuracy"],
+        "fit_seconds": fit["fit_seconds"],
+        "metrics_file": summary["files"]["metrics"],
+    }

@@ -9,7 +9,7 @@ refused checkpoint, a NaN loss), so the tools print that line and exit with stat
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from absl import app, flags
 
@@ -42,5 +42,7 @@ def _parse_flags(argv):
         key = str(err).strip("\"'")
         overrides = [a.lstrip("-").split("=")[0] for a in argv[1:] if a.startswith("--config.")]
         named = [o for o in overrides if key in o.split(".")] or overrides
-        sys.exit(f"error: {', '.join(named) or key} is not a key of the config ({key!r} does not exist); "
-                 f"the keys are those of the --config file (manet_jax/defaults.py lists them all)")
+        sys.exit(
+            f"error: {', '.join(named) or key} is not a key of the config ({key!r} does not exist); "
+            f"the keys are those of the --config file (manet_jax/defaults.py lists them all)"
+        )

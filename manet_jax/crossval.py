@@ -27,8 +27,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -93,8 +93,9 @@ def latest_step(workdir: Path, variant: str | None = None) -> int | None:
         return ckpts.latest_step()
 
 
-def run_fold(config, workdir: Path, step="latest", eval_only: bool = False, batch_size: int | None = None,
-             log=print) -> dict:
+def run_fold(
+    config, workdir: Path, step="latest", eval_only: bool = False, batch_size: int | None = None, log=print
+) -> dict:
     """Train (unless finished) and evaluate one fold; returns and writes its fold_result.json."""
     from manet_jax import classical, inference, training
 
@@ -124,11 +125,18 @@ def run_fold(config, workdir: Path, step="latest", eval_only: bool = False, batc
         trained, train_seconds = True, time.time() - start
     summary = inference.evaluate_workdir(workdir, step=step, batch_size=batch_size, png=False, suffix="", log=log)
     result = {
-        "variant": variant, "fold": fold, "step": summary["step"], "total_steps": steps,
-        "accuracy": summary["accuracy"], "num_examples": summary["num_examples"],
-        "confusion_matrix": summary["confusion_matrix"], "class_names": summary["class_names"],
-        "test_subjects": summary["subjects"], "workdir": str(workdir),
-        "metrics_file": summary["files"]["metrics"], "train_seconds": round(train_seconds, 3),
+        "variant": variant,
+        "fold": fold,
+        "step": summary["step"],
+        "total_steps": steps,
+        "accuracy": summary["accuracy"],
+        "num_examples": summary["num_examples"],
+        "confusion_matrix": summary["confusion_matrix"],
+        "class_names": summary["class_names"],
+        "test_subjects": summary["subjects"],
+        "workdir": str(workdir),
+        "metrics_file": summary["files"]["metrics"],
+        "train_seconds": round(train_seconds, 3),
         "eval_seconds": summary["seconds"],
     }
     metrics.write_json_atomic(result_path, result)
@@ -136,8 +144,16 @@ def run_fold(config, workdir: Path, step="latest", eval_only: bool = False, batc
     return {**result, "trained": trained, "evaluated": True}
 
 
-def run_cv(config, root, folds: Iterable[int] = range(1, NUM_FOLDS + 1), variants: Sequence[str] = ("manet", "vgg", "vgg_se"),
-           eval_only: bool = False, step="latest", batch_size: int | None = None, log=print) -> dict:
+def run_cv(
+    config,
+    root,
+    folds: Iterable[int] = range(1, NUM_FOLDS + 1),
+    variants: Sequence[str] = ("manet", "vgg", "vgg_se"),
+    eval_only: bool = False,
+    step="latest",
+    batch_size: int | None = None,
+    log=print,
+) -> dict:
     """Every fold of every variant (resumable), then <root>/cv_summary.json and .md."""
     root = Path(root).absolute()
     results = []
@@ -146,9 +162,18 @@ def run_cv(config, root, folds: Iterable[int] = range(1, NUM_FOLDS + 1), variant
             cfg = fold_config(config, root, variant, fold)
             results.append(run_fold(cfg, fold_workdir(root, variant, fold), step, eval_only, batch_size, log))
     summary = aggregate(results)
-    summary.update(root=str(root), step=step, folds=sorted(set(folds)),
-                   fold_results=[{k: r[k] for k in ("variant", "fold", "step", "accuracy", "num_examples",
-                                                     "test_subjects", "workdir", "trained")} for r in results])
+    summary.update(
+        root=str(root),
+        step=step,
+        folds=sorted(set(folds)),
+        fold_results=[
+            {
+                k: r[k]
+                for k in ("variant", "fold", "step", "accuracy", "num_examples", "test_subjects", "workdir", "trained")
+            }
+            for r in results
+        ],
+    )
     write_summary(root, summary)
     return summary
 
@@ -205,23 +230,40 @@ def summary_markdown(summary: dict) -> str:
     all_folds = sorted({f for v in variants.values() for f in v["folds"]})
     lines = ["# Person-independent cross-validation", ""]
     if "root" in summary:
-        lines += [f"Root `{summary['root']}`; each fold evaluated at its `{summary.get('step', 'latest')}` checkpoint. "
-                  "Mean and std are over fold accuracies (sample std, ddof=1); pooled accuracy counts every "
-                  "test example once.", ""]
-    lines += ["| variant | folds | mean accuracy (%) | std (%) | pooled accuracy (%) | balanced accuracy (%) | "
-              "macro F1 (%) | test examples |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"Root `{summary['root']}`; each fold evaluated at its `{summary.get('step', 'latest')}` checkpoint. "
+            "Mean and std are over fold accuracies (sample std, ddof=1); pooled accuracy counts every "
+            "test example once.",
+            "",
+        ]
+    lines += [
+        "| variant | folds | mean accuracy (%) | std (%) | pooled accuracy (%) | balanced accuracy (%) | "
+        "macro F1 (%) | test examples |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, v in variants.items():
-        lines.append(f"| {name} | {len(v['folds'])} | {_pct(v['mean_accuracy'])} | {_pct(v['std_accuracy'])} | "
-                     f"{_pct(v['pooled_accuracy'])} | {_pct(v['balanced_accuracy'])} | {_pct(v['macro_f1'])} | "
-                     f"{v['num_examples']} |")
-    lines += ["", "## Accuracy per fold (%)", "", "| variant | " + " | ".join(str(f) for f in all_folds) + " |",
-              "|---|" + "---:|" * len(all_folds)]
+        lines.append(
+            f"| {name} | {len(v['folds'])} | {_pct(v['mean_accuracy'])} | {_pct(v['std_accuracy'])} | "
+            f"{_pct(v['pooled_accuracy'])} | {_pct(v['balanced_accuracy'])} | {_pct(v['macro_f1'])} | "
+            f"{v['num_examples']} |"
+        )
+    lines += [
+        "",
+        "## Accuracy per fold (%)",
+        "",
+        "| variant | " + " | ".join(str(f) for f in all_folds) + " |",
+        "|---|" + "---:|" * len(all_folds),
+    ]
     for name, v in variants.items():
         acc = dict(zip(v["folds"], v["fold_accuracies"]))
         lines.append(f"| {name} | " + " | ".join(_pct(acc.get(f)) for f in all_folds) + " |")
     for name, v in variants.items():
-        lines += ["", f"## {name}: confusion matrix summed over folds (%, rows true class)", "",
-                  metrics.confusion_markdown(np.asarray(v["confusion_matrix"]), v["class_names"]).rstrip()]
+        lines += [
+            "",
+            f"## {name}: confusion matrix summed over folds (%, rows true class)",
+            "",
+            metrics.confusion_markdown(np.asarray(v["confusion_matrix"]), v["class_names"]).rstrip(),
+        ]
         if "root" in summary:
             lines.append(f"\n![{name}]({name}/cv_confusion.png)")
     return "\n".join(lines) + "\n"
@@ -231,9 +273,13 @@ def write_summary(root, summary: dict) -> None:
     root = Path(root)
     for name, v in summary["variants"].items():
         title = f"{name}: {len(v['folds'])} folds pooled"
-        metrics.write_text_atomic(root / name / "cv_confusion.md",
-                                  metrics.confusion_markdown(np.asarray(v["confusion_matrix"]), v["class_names"]))
-        metrics.plot_confusion(np.asarray(v["confusion_matrix"]), v["class_names"], root / name / "cv_confusion.png", title)
+        metrics.write_text_atomic(
+            root / name / "cv_confusion.md",
+            metrics.confusion_markdown(np.asarray(v["confusion_matrix"]), v["class_names"]),
+        )
+        metrics.plot_confusion(
+            np.asarray(v["confusion_matrix"]), v["class_names"], root / name / "cv_confusion.png", title
+        )
     metrics.write_json_atomic(root / "cv_summary.json", summary)
     metrics.write_text_atomic(root / "cv_summary.md", summary_markdown(summary))
 

@@ -19,8 +19,9 @@ DATA_SETS = ("synthetic", "ckplus", "rafdb", "folder")
 def data_set_keys(data_set: str) -> dict:
     """config.data keys (with defaults) that only `data_set` has."""
     if data_set == "synthetic":  # drawn on first use (data/synthetic.py); subjects are disjoint
-        return dict(num_train=3500, num_test=700, num_train_subjects=60, num_test_subjects=20,
-                    seed=0)  # seed: which faces (independent of the training seed)
+        return dict(
+            num_train=3500, num_test=700, num_train_subjects=60, num_test_subjects=20, seed=0
+        )  # seed: which faces (independent of the training seed)
     if data_set == "rafdb":
         return dict(
             raf_source="original",  # 'original' (align with the 5 manual points) | 'aligned' (authors' crops)
@@ -43,8 +44,10 @@ def data_problem(data: ml_collections.ConfigDict) -> str | None:
         return f"config.data.name must be one of {DATA_SETS}, got {data.name!r}"
     missing = [key for key in data_set_keys(data.name) if key not in data]
     if missing:
-        return (f"config.data.name={data.name!r} needs config.data.{', '.join(missing)}, which this config lacks: "
-                f"start from a {data.name} config (configs/) or manet_jax.defaults.get_config({data.name!r})")
+        return (
+            f"config.data.name={data.name!r} needs config.data.{', '.join(missing)}, which this config lacks: "
+            f"start from a {data.name} config (configs/) or manet_jax.defaults.get_config({data.name!r})"
+        )
     return None
 
 

@@ -9,7 +9,7 @@ ground-truth masks).
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -70,8 +70,17 @@ def jitted_forward(model: MANet, stage: int = 2, flip_tta: bool = False) -> Call
     return jax.jit(forward)
 
 
-def predict_split(model: MANet, params, split, config, *, stage: int = 2, flip_tta: bool = False,
-                  batch_size: int | None = None, sharding=None) -> dict[str, np.ndarray]:
+def predict_split(
+    model: MANet,
+    params,
+    split,
+    config,
+    *,
+    stage: int = 2,
+    flip_tta: bool = False,
+    batch_size: int | None = None,
+    sharding=None,
+) -> dict[str, np.ndarray]:
     """Per-example numpy outputs for every example of `split`, in split order.
 
     Stage 2: `logits`, `probabilities`, `prediction`, `loss` (cross-entropy); with masks

@@ -166,8 +166,9 @@ def load_run(workdir, step: int | str = "best", config: ml_collections.ConfigDic
     workdir = Path(workdir).absolute()
     config = load_config(workdir) if config is None else config
     if config.model.variant == "hog_svm":
-        raise ValueError(f"{workdir} is a hog_svm run (HOG + linear SVM, no network): "
-                         "load it with manet_jax.classical.load_model")
+        raise ValueError(
+            f"{workdir} is a hog_svm run (HOG + linear SVM, no network): load it with manet_jax.classical.load_model"
+        )
     model = build_model(config.model)
     directory = workdir / "checkpoints"
     if not directory.is_dir():
@@ -216,7 +217,9 @@ def evaluate_split(run: Run, split, batch_size: int | None = None, flip_tta: boo
     return metrics.summarize(confusion, names), predictions
 
 
-def report_suffix(split: str = "test", flip_tta: bool = False, step: int | str = "best", chosen: int | None = None) -> str:
+def report_suffix(
+    split: str = "test", flip_tta: bool = False, step: int | str = "best", chosen: int | None = None
+) -> str:
     """'' for the defaults, else e.g. '_train_tta' or '_step1100': nothing is overwritten silently."""
     parts = [] if split == "test" else [split]
     if flip_tta:
@@ -226,9 +229,17 @@ def report_suffix(split: str = "test", flip_tta: bool = False, step: int | str =
     return "".join(f"_{p}" for p in parts)
 
 
-def evaluate_workdir(workdir, step: int | str = "best", split: str = "test", flip_tta: bool = False,
-                     batch_size: int | None = None, config=None, png: bool = True, suffix: str | None = None,
-                     log=print) -> dict:
+def evaluate_workdir(
+    workdir,
+    step: int | str = "best",
+    split: str = "test",
+    flip_tta: bool = False,
+    batch_size: int | None = None,
+    config=None,
+    png: bool = True,
+    suffix: str | None = None,
+    log=print,
+) -> dict:
     """eval.py's work: every example of `split` once -> <workdir>/eval/metrics*.json, confusion*.md/.png.
 
     The data split comes from datasets.load_splits with the run's config, so a
@@ -250,9 +261,16 @@ def evaluate_workdir(workdir, step: int | str = "best", split: str = "test", fli
     summary, predictions = evaluate_split(run, test if split == "test" else train, batch_size, flip_tta)
     summary.update(
         subjects=np.unique(predictions["subject_id"]).tolist(),
-        workdir=str(run.workdir), step=run.step, step_note=run.note, checkpoint=str(run.checkpoint), split=split,
-        flip_tta=flip_tta, variant=run.config.model.variant, fold=int(run.config.data.fold),
-        config_override=config is not None, seconds=round(time.time() - start, 3),
+        workdir=str(run.workdir),
+        step=run.step,
+        step_note=run.note,
+        checkpoint=str(run.checkpoint),
+        split=split,
+        flip_tta=flip_tta,
+        variant=run.config.model.variant,
+        fold=int(run.config.data.fold),
+        config_override=config is not None,
+        seconds=round(time.time() - start, 3),
     )
     if suffix is None:
         suffix = report_suffix(split, flip_tta, step, run.step)

@@ -36,8 +36,10 @@ def exclusive(directory, what: str = "workdir"):
                 raise
             holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
             pid, _, host = holder.partition("@")
-            raise InUseError(f"{directory} is in use by process {pid} on {host or 'this host'} (this {what} "
-                             f"has one writer at a time; wait for it, or use another directory)") from None
+            raise InUseError(
+                f"{directory} is in use by process {pid} on {host or 'this host'} (this {what} "
+                f"has one writer at a time; wait for it, or use another directory)"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}".encode(), 0)
         yield path

@@ -17,8 +17,8 @@ class. Classes that are empty are treated as follows:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -158,10 +158,13 @@ def write_json_atomic(path, obj) -> Path:
 
 def format_summary(summary: dict) -> str:
     """Two lines for a terminal: the headline numbers and per-class recall."""
-    head = (f"accuracy {100 * summary['accuracy']:.2f}%  balanced accuracy {100 * summary['balanced_accuracy']:.2f}%  "
-            f"macro F1 {100 * summary['macro_f1']:.2f}%  ({summary['num_examples']} examples)")
-    per_class = "  ".join(f"{name} {'-' if r is None else f'{100 * r:.1f}'}"
-                          for name, r in summary["per_class_accuracy"].items())
+    head = (
+        f"accuracy {100 * summary['accuracy']:.2f}%  balanced accuracy {100 * summary['balanced_accuracy']:.2f}%  "
+        f"macro F1 {100 * summary['macro_f1']:.2f}%  ({summary['num_examples']} examples)"
+    )
+    per_class = "  ".join(
+        f"{name} {'-' if r is None else f'{100 * r:.1f}'}" for name, r in summary["per_class_accuracy"].items()
+    )
     return f"{head}\nper-class recall (%): {per_class}"
 
 

@@ -45,6 +45,7 @@ class Report:
 
     def format(self, header: str, found: str = "checkpoint", max_listed: int = 40) -> str:
         """The header, then one line per differing leaf, at most max_listed per section."""
+
         def fmt(s: Spec) -> str:
             return f"{s[0]} {s[1]}"
 

@@ -15,7 +15,7 @@ size is a parameter so the other reading is one config line away (see README, fi
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -18,8 +18,9 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -145,8 +146,9 @@ def train_state(params, opt_state, step, rng) -> dict:
     return {"params": params, "opt_state": opt_state, "step": step, "rng": rng}
 
 
-def init_state(model: MANet, seed: int, stage: int, tx: optax.GradientTransformation, params=None,
-               step: int = 0) -> dict:
+def init_state(
+    model: MANet, seed: int, stage: int, tx: optax.GradientTransformation, params=None, step: int = 0
+) -> dict:
     """A fresh state for `stage` at global `step` (params initialised from `seed` unless given)."""
     key = jax.random.key(seed)
     if params is None:
@@ -160,8 +162,13 @@ def initial_params(model: MANet, config, log=print):
     from manet_jax.pretrained import init_from_config
 
     params = init_variables(model, jax.random.fold_in(jax.random.key(config.seed), 0))["params"]
-    return init_from_config(params, config.model.get("init_from"), log=log, pixel_mean=tuple(config.data.pixel_mean),
-                            input_scale=float(config.model.input_scale))
+    return init_from_config(
+        params,
+        config.model.get("init_from"),
+        log=log,
+        pixel_mean=tuple(config.data.pixel_mean),
+        input_scale=float(config.model.input_scale),
+    )
 
 
 def abstract_state(model: MANet, stage: int, tx, sharding) -> Any:
@@ -197,7 +204,13 @@ class MetricsLog:
         atomic.write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, step: int, record: dict) -> None:
-        record = {"step": int(step), **{k: (float(v) if isinstance(v, (np.floating, np.integer, jax.Array, float)) else v) for k, v in record.items()}}
+        record = {
+            "step": int(step),
+            **{
+                k: (float(v) if isinstance(v, (np.floating, np.integer, jax.Array, float)) else v)
+                for k, v in record.items()
+            },
+        }
         scalars = {k: v for k, v in record.items() if isinstance(v, float)}
         self.writer.write_scalars(int(step), scalars)
         if self.enabled:
@@ -259,8 +272,11 @@ class TrainWindow:
             where = f"the parameters are not finite after step {step}"
         if where is not None:
             latest = ckpts.latest_step()
-            kept = (f"the last good checkpoint (step {latest}) in {ckpts.directory} is intact" if latest is not None
-                    else f"no checkpoint had been saved yet in {ckpts.directory}")
+            kept = (
+                f"the last good checkpoint (step {latest}) in {ckpts.directory} is intact"
+                if latest is not None
+                else f"no checkpoint had been saved yet in {ckpts.directory}"
+            )
             raise FloatingPointError(f"{where} (stage {self.stage}); stopping: {kept}")
         return values
 
@@ -269,8 +285,11 @@ class TrainWindow:
         values = self.check_finite(step, ckpts)
         logged = {k: float(np.mean([v[k] for v in values])) for k in values[0]}
         elapsed = time.time() - self.started
-        logged.update(stage=self.stage, lr=float(self.schedule(step - self.start - 1)),
-                      steps_per_sec=len(values) / max(elapsed, 1e-9))
+        logged.update(
+            stage=self.stage,
+            lr=float(self.schedule(step - self.start - 1)),
+            steps_per_sec=len(values) / max(elapsed, 1e-9),
+        )
         self.metrics, self.started = [], time.time()
         return logged
 
@@ -310,8 +329,10 @@ def config_problems(config):
         yield problem
     finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
     if m.num_regions != regions.NUM_REGIONS or len(m.region_sizes) != regions.NUM_REGIONS:
-        yield (f"config.model.num_regions={m.num_regions} with {len(m.region_sizes)} model.region_sizes: the masks "
-               f"come from the paper's {regions.NUM_REGIONS} landmark regions, so both must be {regions.NUM_REGIONS}")
+        yield (
+            f"config.model.num_regions={m.num_regions} with {len(m.region_sizes)} model.region_sizes: the masks "
+            f"come from the paper's {regions.NUM_REGIONS} landmark regions, so both must be {regions.NUM_REGIONS}"
+        )
     if m.num_classes < 2:
         yield f"config.model.num_classes must be >= 2, got {m.num_classes}"
     if not (finite(m.width_multiplier) and m.width_multiplier > 0):
@@ -352,8 +373,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     workdir = Path(workdir).absolute()  # orbax wants absolute paths
     validate_config(config)
     if (workdir / "hog_svm").exists():
-        raise ValueError(f"{workdir} holds a hog_svm fit ({workdir / 'hog_svm'}); train "
-                         f"{config.model.variant!r} in another --workdir")
+        raise ValueError(
+            f"{workdir} holds a hog_svm fit ({workdir / 'hog_svm'}); train "
+            f"{config.model.variant!r} in another --workdir"
+        )
     main_process_only = locking.exclusive(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     with main_process_only:  # hosts of one multi-host run share the workdir
         return train_stages(config, workdir)
@@ -368,10 +391,14 @@ def train_stages(config: ml_collections.ConfigDict, workdir: Path) -> dict:
     # ------------------------------------------------------------------- data
     train_split, test_split = datasets.load_splits(config, workdir, log=log)
     check_data_fits_model(config, train_split)
-    fingerprints = {"data_fingerprint_train": prepared.fingerprint(train_split),
-                    "data_fingerprint_test": prepared.fingerprint(test_split)}
-    log(f"data: {len(train_split)} training, {len(test_split)} test examples; fingerprints "
-        f"train {fingerprints['data_fingerprint_train']}, test {fingerprints['data_fingerprint_test']}")
+    fingerprints = {
+        "data_fingerprint_train": prepared.fingerprint(train_split),
+        "data_fingerprint_test": prepared.fingerprint(test_split),
+    }
+    log(
+        f"data: {len(train_split)} training, {len(test_split)} test examples; fingerprints "
+        f"train {fingerprints['data_fingerprint_train']}, test {fingerprints['data_fingerprint_test']}"
+    )
 
     # ------------------------------------------------------------------- model, mesh, schedule
     model = build_model(config.model)
@@ -421,8 +448,9 @@ def train_stages(config: ml_collections.ConfigDict, workdir: Path) -> dict:
                     progress.write(f"step {step} (stage {stage}): " + format_metrics(final))
                 if local % t.checkpoint_every == 0 or step == end:
                     window.check_finite(step, ckpts, state["params"])  # only finite states are saved
-                    ckpts.save(step, state, {**meta, "stage": stage, "step": step}, metrics=final or None,
-                               force=step == end)
+                    ckpts.save(
+                        step, state, {**meta, "stage": stage, "step": step}, metrics=final or None, force=step == end
+                    )
             if first == end:  # resumed at the very end of the stage
                 final = evaluate(model, state["params"], test_split, config, stage=stage, sharding=data_sharding)
     finally:

@@ -71,8 +71,9 @@ def _grad_cam(model, variables, images, target_class, layer):
         raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
 
     def forward(perturbations):
-        out, state = model.apply({**variables, "perturbations": perturbations}, images, train=False,
-                                 mutable=["intermediates"])
+        out, state = model.apply(
+            {**variables, "perturbations": perturbations}, images, train=False, mutable=["intermediates"]
+        )
         extras = {k: v for k, v in out.items() if k != "logits"}
         return out["logits"], (state["intermediates"]["ersnet"][layer][0], extras)
 
@@ -81,7 +82,9 @@ def _grad_cam(model, variables, images, target_class, layer):
 
     shapes = jax.eval_shape(zero_perturbations, variables, images)
     if layer not in shapes.get("ersnet", {}):
-        raise RuntimeError(f"the model perturbs no ERSnet {layer!r} activation (Module.perturb): nothing to differentiate")
+        raise RuntimeError(
+            f"the model perturbs no ERSnet {layer!r} activation (Module.perturb): nothing to differentiate"
+        )
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     logits, backward, (acts, extras) = jax.vjp(forward, zeros, has_aux=True)
     target = _targets(logits, target_class)
@@ -101,8 +104,9 @@ def grad_cam(model, params, images, target_class=None, layer: str = "conv5", ret
 
     With return_raw=True also returns the (B, h, w) cam before upsampling and normalising.
     """
-    out = _run_once(lambda v, x, t: _grad_cam(model, v, x, t, layer), _variables(params), _model_input(images),
-                    target_class)
+    out = _run_once(
+        lambda v, x, t: _grad_cam(model, v, x, t, layer), _variables(params), _model_input(images), target_class
+    )
     cam, raw = np.asarray(out["cam"]), np.asarray(out["raw_cam"])
     return (cam, raw) if return_raw else cam
 
@@ -124,6 +128,7 @@ def _guided_relu_bwd(x, g):
 
 guided_relu.defvjp(_guided_relu_fwd, _guided_relu_bwd)
 
+
 def guided_model(model):
     """(a copy of `model` whose every ReLU is `guided_relu`, a list counting its calls).
 
@@ -131,8 +136,9 @@ def guided_model(model):
     sub-module, so nothing global is patched; the forward values are the plain model's.
     """
     if "activation" not in {f.name for f in dataclasses.fields(model)}:
-        raise TypeError(f"{type(model).__name__} has no `activation` field: guided backprop needs a model whose "
-                        f"ReLUs it can swap")
+        raise TypeError(
+            f"{type(model).__name__} has no `activation` field: guided backprop needs a model whose ReLUs it can swap"
+        )
     calls = []
 
     def relu(x):
@@ -157,8 +163,9 @@ def guided_backprop(model, params, images, target_class=None):
     guided, calls = guided_model(model)
     grads = _run_once(partial(_guided_input_grad, guided), _variables(params), _model_input(images), target_class)
     if not calls:
-        raise RuntimeError(f"{type(model).__name__} never called its activation: guided backprop would be a plain "
-                           f"gradient")
+        raise RuntimeError(
+            f"{type(model).__name__} never called its activation: guided backprop would be a plain gradient"
+        )
     return np.asarray(grads)
 
 
@@ -253,8 +260,10 @@ def figure_grid(
         if has_masks:
             panels += list(zip(mask_overlays(face, explanation["masks"][i]), REGION_NAMES))
             panels.append((None, titles[len(REGION_NAMES) + 1]))
-        panels += [(overlay(face, explanation["cam"][i]), titles[-2]),
-                   (gradient_image(explanation["guided_cam"][i]), titles[-1])]
+        panels += [
+            (overlay(face, explanation["cam"][i]), titles[-2]),
+            (gradient_image(explanation["guided_cam"][i]), titles[-1]),
+        ]
         for j, (ax, (picture, title)) in enumerate(zip(axes[i], panels)):
             ax.set_title(title if (j == 0 or i == 0) else "", fontsize=6)
             if picture is None:

@@ -36,8 +36,12 @@ for stage in (1, 2):
         step = jax.jit(training.make_train_step(model, stage, tx))
         for _ in range(2):
             state, metrics = step(state, placed)
-        results.append((jax.device_get(state["params"]), float(metrics["loss"]), len(placed["image"].sharding.device_set)))
+        results.append(
+            (jax.device_get(state["params"]), float(metrics["loss"]), len(placed["image"].sharding.device_set))
+        )
     (p1, l1, n1), (p8, l8, n8) = results
-    diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b)) / (np.max(np.abs(a)) + 1e-12)), p1, p8))
+    diffs = jax.tree.leaves(
+        jax.tree.map(lambda a, b: float(np.max(np.abs(a - b)) / (np.max(np.abs(a)) + 1e-12)), p1, p8)
+    )
     report[stage] = {"loss_1": l1, "loss_8": l8, "devices": [n1, n8], "max_rel_param_diff": max(diffs)}
 print(json.dumps(report))

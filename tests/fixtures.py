@@ -64,8 +64,9 @@ def make_ckplus(root, subjects=CK_SUBJECTS, seed=0) -> dict:
                     Image.fromarray(img).convert("L").save(folder / f"{stem}.png")
                 write_landmarks(root / "Landmarks" / subject / sequence / f"{stem}_landmarks.txt", lm)
                 if labelled and frame > num_frames - 3:
-                    expected.append((f"cohn-kanade-images/{subject}/{sequence}/{stem}.png", label,
-                                     int(subject[1:]), lm))
+                    expected.append(
+                        (f"cohn-kanade-images/{subject}/{sequence}/{stem}.png", label, int(subject[1:]), lm)
+                    )
             if labelled:
                 emo = root / "Emotion" / subject / sequence / f"{subject}_{sequence}_{num_frames:08d}_emotion.txt"
                 emo.parent.mkdir(parents=True, exist_ok=True)
@@ -89,8 +90,14 @@ def make_rafdb(root, num_train=14, num_test=7, seed=1) -> dict:
             stem = f"{split}_{i:05d}" if split == "train" else f"{split}_{i:04d}"
             label = (i + (split == "test")) % 7  # 0..6 in RAF order
             w, h = 120 + 7 * (i % 4), 110 + 5 * (i % 3)
-            img, lm = placed_face(rng, i % 7, i + (100 if split == "test" else 0), frame_size=(w, h),
-                                  scale=1.3 + 0.05 * (i % 3), offset=(10 + i % 5, 6 + i % 4))
+            img, lm = placed_face(
+                rng,
+                i % 7,
+                i + (100 if split == "test" else 0),
+                frame_size=(w, h),
+                scale=1.3 + 0.05 * (i % 3),
+                offset=(10 + i % 5, 6 + i % 4),
+            )
             for sub in ("Image/original", "Image/aligned", "Annotation/manual", "Annotation/auto"):
                 (base / sub).mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(base / "Image" / "original" / f"{stem}.jpg", quality=95)
@@ -98,9 +105,11 @@ def make_rafdb(root, num_train=14, num_test=7, seed=1) -> dict:
             Image.fromarray(crop).save(base / "Image" / "aligned" / f"{stem}_aligned.jpg", quality=95)
             five = align.ibug68_to_five(lm)
             (base / "Annotation" / "manual" / f"{stem}_manu_attri.txt").write_text(
-                "".join(f"{x:.2f}\t{y:.2f}\n" for x, y in five) + "0\n1\n2\n")
+                "".join(f"{x:.2f}\t{y:.2f}\n" for x, y in five) + "0\n1\n2\n"
+            )
             (base / "Annotation" / "auto" / f"{stem}_auto_ldmk.txt").write_text(
-                "".join(f"{x:.3f}\t{y:.3f}\n" for x, y in lm[list(RAF37_FROM_68)]))
+                "".join(f"{x:.3f}\t{y:.3f}\n" for x, y in lm[list(RAF37_FROM_68)])
+            )
             lines.append(f"{stem}.jpg {label + 1}")
             expected.append((stem, split, label, lm))
     (base / "EmoLabel").mkdir(parents=True, exist_ok=True)
@@ -108,8 +117,9 @@ def make_rafdb(root, num_train=14, num_test=7, seed=1) -> dict:
     return {"records": expected, "root": base}
 
 
-def make_image_folder(root, class_names=synthetic.CLASS_NAMES, subjects=12, per_subject=3, seed=2,
-                      splits=False) -> dict:
+def make_image_folder(
+    root, class_names=synthetic.CLASS_NAMES, subjects=12, per_subject=3, seed=2, splits=False
+) -> dict:
     """root/<class>/S0xx_00y_000000zz.png of mixed sizes, grey and colour (or train/test/...)."""
     root = Path(root)
     rng = np.random.default_rng(seed)

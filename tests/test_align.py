@@ -64,8 +64,8 @@ def test_aligned_image_puts_drawn_landmarks_on_the_template_within_a_pixel():
     for k in probe:
         x, y = t[k]
         x0, y0 = int(x) - 4, int(y) - 4
-        win = grey[y0:y0 + 9, x0:x0 + 9]
-        ys, xs = np.mgrid[y0:y0 + 9, x0:x0 + 9] + 0.5  # pixel centres
+        win = grey[y0 : y0 + 9, x0 : x0 + 9]
+        ys, xs = np.mgrid[y0 : y0 + 9, x0 : x0 + 9] + 0.5  # pixel centres
         cx, cy = (win * xs).sum() / win.sum(), (win * ys).sum() / win.sum()
         assert abs(cx - x) < 1.0 and abs(cy - y) < 1.0, (k, cx, cy, x, y)
 
@@ -85,8 +85,9 @@ def test_five_point_derivation_of_the_eight_points():
     spec = align.AlignSpec(224)
     t68 = align.template_68(224)
     # On the template itself the derivation is exact.
-    np.testing.assert_allclose(align.eight_points(align.ibug68_to_five(t68), "five", spec), regions.ibug68_to_8(t68),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        align.eight_points(align.ibug68_to_five(t68), "five", spec), regions.ibug68_to_8(t68), atol=1e-4
+    )
     # A wider mouth moves the observed corners, and the lip centre follows the affine fit.
     five = align.ibug68_to_five(t68)
     five[3, 0] -= 6

@@ -24,16 +24,24 @@ STRONG = pipeline.AugmentSpec(scale=0.15, shift=0.12, rotate=25.0, brightness=0.
 @pytest.fixture(scope="module")
 def faces():
     """Five default-pose faces with their part maps (plain background, no lighting)."""
-    out = [synthetic.generate_face(np.random.default_rng(i), i % 7, synthetic.identity_for(4, i), SIZE,
-                                   return_parts=True, nuisance=False) for i in range(5)]
+    out = [
+        synthetic.generate_face(
+            np.random.default_rng(i), i % 7, synthetic.identity_for(4, i), SIZE, return_parts=True, nuisance=False
+        )
+        for i in range(5)
+    ]
     return {key: np.stack([f[key] for f in out]) for key in ("image", "landmarks68", "parts")}
 
 
 @pytest.fixture(scope="module")
 def split(faces, tmp_path_factory):
     n = len(faces["image"])
-    arrays = {"image": faces["image"], "landmarks68": faces["landmarks68"],
-              "label": np.arange(n, dtype=np.int32) % 7, "subject_id": np.arange(n, dtype=np.int32)}
+    arrays = {
+        "image": faces["image"],
+        "landmarks68": faces["landmarks68"],
+        "label": np.arange(n, dtype=np.int32) % 7,
+        "subject_id": np.arange(n, dtype=np.int32),
+    }
     return prepared.write_split(tmp_path_factory.mktemp("aug") / "train", arrays, {"class_names": ["a"] * 7})
 
 
@@ -67,21 +75,27 @@ def on_parts(points, parts):
     """For each of the 8 points: is its drawn part within one pixel of it?"""
     hits = []
     for (x, y), part in zip(points, POINT_PARTS):
-        window = parts[max(0, int(y) - 1):int(y) + 2, max(0, int(x) - 1):int(x) + 2]
+        window = parts[max(0, int(y) - 1) : int(y) + 2, max(0, int(x) - 1) : int(x) + 2]
         hits.append(bool((window == part).any()))
     return np.array(hits)
 
 
-ROWS = [(0.85, 25.0, 0.12, -0.08, 0.0, 1.0), (1.15, -25.0, -0.1, 0.12, 0.0, 1.0),
-        (1.0, 40.0, 0.0, 0.0, 0.0, 1.0), (0.9, -10.0, -0.12, -0.12, 0.0, 1.0), (1.1, 15.0, 0.12, 0.1, 0.0, 1.0)]
+ROWS = [
+    (0.85, 25.0, 0.12, -0.08, 0.0, 1.0),
+    (1.15, -25.0, -0.1, 0.12, 0.0, 1.0),
+    (1.0, 40.0, 0.0, 0.0, 0.0, 1.0),
+    (0.9, -10.0, -0.12, -0.12, 0.0, 1.0),
+    (1.1, 15.0, 0.12, 0.1, 0.0, 1.0),
+]
 
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_transformed_landmarks_land_on_the_transformed_parts(split, faces, flip):
     n = len(split)
     plan = fixed_plan(ROWS)
-    out = pipeline.make_examples(split, np.arange(n), np.full(n, flip), (7, 7), regions.DEFAULT_REGION_SIZES,
-                                 augment=plan)
+    out = pipeline.make_examples(
+        split, np.arange(n), np.full(n, flip), (7, 7), regions.DEFAULT_REGION_SIZES, augment=plan
+    )
     images = np.rint(out["image"] + np.asarray(preprocess.VGGFACE_MEAN_RGB, np.float32)).astype(np.int32)
     source_points = regions.mirror_8(split.landmarks8[:], SIZE) if flip else split.landmarks8[:]
     for k in range(n):
@@ -142,8 +156,10 @@ def test_augmentation_is_a_pure_function_of_seed_and_step(split):
     for key in a:
         assert not np.allclose(a[key], b[key]), key
     # Process slices of an augmented global batch are the single-process batch's slices.
-    parts = [next(pipeline.train_batches(split, start_step=1, num_steps=1, process_index=p, process_count=2, **kw))
-             for p in range(2)]
+    parts = [
+        next(pipeline.train_batches(split, start_step=1, num_steps=1, process_index=p, process_count=2, **kw))
+        for p in range(2)
+    ]
     for key in full[1]:
         np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), full[1][key])
 
@@ -159,7 +175,8 @@ def test_all_zero_augmentation_is_bit_identical_to_none(split):
 
 def test_shipped_configs_do_not_augment():
     """The paper does not augment: every shipped config leaves config.data.augment at 0."""
-    from configs import ck, folder, raf, synthetic as synthetic_config
+    from configs import ck, folder, raf
+    from configs import synthetic as synthetic_config
 
     for make in (default.get_config, ck.get_config, raf.get_config, folder.get_config, synthetic_config.get_config):
         assert not pipeline.AugmentSpec.from_config(make().data.augment).enabled, make.__module__
@@ -169,8 +186,13 @@ def test_drawn_parameters_respect_the_configured_bounds():
     cfg = ml_collections.ConfigDict(dict(scale=0.2, shift=0.1, rotate=15.0, brightness=0.25, contrast=0.3))
     spec = pipeline.AugmentSpec.from_config(cfg)
     plan = pipeline.augment_plan(spec, 4000, seed=7, step=11)
-    for key, centre, bound in [("scale", 1.0, 0.2), ("shift", 0.0, 0.1), ("rotate", 0.0, 15.0),
-                               ("brightness", 0.0, 0.25), ("contrast", 1.0, 0.3)]:
+    for key, centre, bound in [
+        ("scale", 1.0, 0.2),
+        ("shift", 0.0, 0.1),
+        ("rotate", 0.0, 15.0),
+        ("brightness", 0.0, 0.25),
+        ("contrast", 1.0, 0.3),
+    ]:
         dev = np.abs(plan[key] - centre)
         assert dev.max() <= bound and dev.max() > 0.98 * bound, key  # inside and filling the range
         assert abs(np.mean(plan[key] - centre)) < 0.05 * bound, key  # symmetric
@@ -180,9 +202,20 @@ def test_drawn_parameters_respect_the_configured_bounds():
     np.testing.assert_allclose(np.einsum("nij,nik->njk", m[:, :, :2], m[:, :, :2])[:, 0, 1], 0, atol=1e-9)
 
 
-@pytest.mark.parametrize("key, value", [("scale", -0.1), ("scale", 1.0), ("shift", 0.6), ("rotate", 50.0),
-                                        ("brightness", float("nan")), ("contrast", 1.0), ("rotate", "10"),
-                                        ("zoom", 0.1), ("shift", True)])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("scale", -0.1),
+        ("scale", 1.0),
+        ("shift", 0.6),
+        ("rotate", 50.0),
+        ("brightness", float("nan")),
+        ("contrast", 1.0),
+        ("rotate", "10"),
+        ("zoom", 0.1),
+        ("shift", True),
+    ],
+)
 def test_bad_values_name_their_key(key, value):
     with pytest.raises(ValueError, match=rf"config\.data\.augment\.{key}\b"):
         pipeline.AugmentSpec.from_config({key: value})
@@ -192,5 +225,6 @@ def test_train_batches_validates_before_any_batch(split):
     cfg = default.get_config().data.augment
     cfg.rotate = 90.0
     with pytest.raises(ValueError, match=r"config\.data\.augment\.rotate"):
-        pipeline.train_batches(split, global_batch_size=2, seed=0, start_step=0, num_steps=1, mask_size=(7, 7),
-                               augment=cfg)
+        pipeline.train_batches(
+            split, global_batch_size=2, seed=0, start_step=0, num_steps=1, mask_size=(7, 7), augment=cfg
+        )

@@ -114,9 +114,7 @@ def test_restore_places_leaves_on_the_target_sharding(tmp_path):
     state = make_state()
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    target = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract_state()
-    )
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract_state())
     with Checkpoints(tmp_path) as ckpts:
         ckpts.save(1, state, META)
         restored = ckpts.restore(abstract_state=target)
@@ -154,8 +152,11 @@ def test_keeps_last_n_plus_best(tmp_path):
 def test_saves_without_the_metric_carry_no_metrics_and_older_runs_still_rank(tmp_path):
     with Checkpoints(tmp_path, max_to_keep=1) as ckpts:
         # A directory written before saves without the metric were stored metric-less.
-        ckpts._mngr.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave(make_state(step=1)),
-                                                    meta=ocp.args.JsonSave(META)), metrics={"eval_mask_iou": 0.9})
+        ckpts._mngr.save(
+            1,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(make_state(step=1)), meta=ocp.args.JsonSave(META)),
+            metrics={"eval_mask_iou": 0.9},
+        )
         assert ckpts.best_step() is None  # a stage-1 save is never "best"
         ckpts.save(2, make_state(step=2), META, {"eval_mask_iou": 0.5, "eval_accuracy": 0.4})
         ckpts.save(3, make_state(step=3), META, {"eval_mask_iou": 0.8})  # what stage 1 passes
@@ -276,9 +277,7 @@ def test_mismatch_lists_missing_and_unexpected_keys(tmp_path):
             ckpts.restore(abstract_state=target)
         # A dtype difference alone is a mismatch too.
         bf16 = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, jnp.bfloat16)
-            if x.dtype == jnp.float32
-            else x,
+            lambda x: jax.ShapeDtypeStruct(x.shape, jnp.bfloat16) if x.dtype == jnp.float32 else x,
             abstract_state(extra=se),
         )
         expected = r"checkpoint \(4,\) float32 vs expected \(4,\) bfloat16"
@@ -390,9 +389,7 @@ def test_checkpoint_is_complete_when_save_returns(tmp_path):
         os._exit(0)
         """
     )
-    env = dict(
-        os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4"
-    )
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
     subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=REPO, timeout=120)
     with Checkpoints(tmp_path, read_only=True) as ckpts:
         assert ckpts.all_steps() == [5] and ckpts.best_step() == 5

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fixtures
 import ml_collections
 import numpy as np
 import pytest
@@ -16,8 +17,6 @@ from configs import synthetic as synthetic_config
 from configs.default import get_config
 from manet_jax import classical, crossval, inference, metrics, training
 from manet_jax.data import datasets
-
-import fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,8 +47,7 @@ def fitted_model(images, labels, C=0.01, class_names=("h", "v", "d")):
     features = classical.hog_features(images, **STRIPES_HOG)
     fitted = classical.fit_features(features, labels, C=C, seed=0, max_iter=10000)
     fitted.pop("converged")
-    return classical.HogSvm(**fitted, class_names=class_names, image_size=images.shape[1], hog=STRIPES_HOG,
-                            settings={})
+    return classical.HogSvm(**fitted, class_names=class_names, image_size=images.shape[1], hog=STRIPES_HOG, settings={})
 
 
 # ------------------------------------------------------------------------------ features
@@ -71,9 +69,11 @@ def test_hog_parameters_give_the_same_grid_at_any_size():
     assert small["pixels_per_cell"] == (96 // h.cells_per_side,) * 2
     assert large["pixels_per_cell"] == (224 // h.cells_per_side,) * 2
     rng = np.random.default_rng(1)
-    lengths = {s: classical.hog_features(rng.integers(0, 256, (1, s, s, 3), dtype=np.uint8), **p).shape[1]
-               for s, p in ((96, small), (224, large))}
-    assert lengths[96] == lengths[224] == (h.cells_per_side - h.cells_per_block + 1) ** 2 * h.cells_per_block ** 2 * 9
+    lengths = {
+        s: classical.hog_features(rng.integers(0, 256, (1, s, s, 3), dtype=np.uint8), **p).shape[1]
+        for s, p in ((96, small), (224, large))
+    }
+    assert lengths[96] == lengths[224] == (h.cells_per_side - h.cells_per_block + 1) ** 2 * h.cells_per_block**2 * 9
     with pytest.raises(ValueError, match="cells_per_side=60"):
         classical.hog_parameters(ml_collections.ConfigDict(dict(h.to_dict(), cells_per_side=60)), 96)
 
@@ -108,8 +108,9 @@ def test_decision_function_is_sklearn_scaler_plus_linear_svc(num_classes):
         np.testing.assert_allclose(scores, np.stack([-expected, expected], 1), rtol=1e-3, atol=1e-3)
     else:
         np.testing.assert_allclose(scores, expected, rtol=1e-3, atol=1e-3)
-    np.testing.assert_array_equal(model.predict(test_x), reference.predict(
-        classical.hog_features(test_x, **STRIPES_HOG).astype(np.float64)))
+    np.testing.assert_array_equal(
+        model.predict(test_x), reference.predict(classical.hog_features(test_x, **STRIPES_HOG).astype(np.float64))
+    )
 
 
 def test_save_and_load_give_identical_predictions_without_pickle(tmp_path):
@@ -170,8 +171,15 @@ def test_metrics_json_has_the_networks_fields(hog_run, tmp_path, monkeypatch):
     net_cfg = cfg.copy_and_resolve_references()
     net_cfg.model.variant = "vgg"
     (net_dir / "config.json").write_text(net_cfg.to_json_best_effort())
-    run = inference.Run(model=None, params=None, config=net_cfg, step=7, workdir=net_dir,
-                        checkpoint=net_dir / "checkpoints" / "7", note="latest step")
+    run = inference.Run(
+        model=None,
+        params=None,
+        config=net_cfg,
+        step=7,
+        workdir=net_dir,
+        checkpoint=net_dir / "checkpoints" / "7",
+        note="latest step",
+    )
 
     def perfect(run, split, batch_size=None, flip_tta=False):
         summary = metrics.summarize(metrics.confusion_matrix(split.label, split.label, 7), split.class_names)
@@ -184,8 +192,9 @@ def test_metrics_json_has_the_networks_fields(hog_run, tmp_path, monkeypatch):
     net_keys = set(json.loads(Path(network["files"]["metrics"]).read_text()))
     assert set(json.loads(Path(ours["files"]["metrics"]).read_text())) == net_keys
     assert set(ours) == set(network)
-    assert all(type(ours[k]) is type(network[k]) for k in net_keys - {"checkpoint"}), \
-        {k: (type(ours[k]), type(network[k])) for k in net_keys if type(ours[k]) is not type(network[k])}
+    assert all(type(ours[k]) is type(network[k]) for k in net_keys - {"checkpoint"}), {
+        k: (type(ours[k]), type(network[k])) for k in net_keys if type(ours[k]) is not type(network[k])
+    }
 
 
 def test_refit_reuses_same_settings_and_refuses_to_overwrite_others(hog_run, tmp_path):
@@ -227,8 +236,9 @@ def test_cross_validation_over_an_image_folder_then_resume(tmp_path, monkeypatch
     root = tmp_path / "cv"
     cfg = folder_cv_config(tmp_path / "faces", root / "data")
     summary = crossval.run_cv(cfg, root, range(1, 11), ["hog_svm"], log=quiet)
-    per_fold = [json.loads((root / "hog_svm" / f"fold_{k}" / "eval" / "metrics.json").read_text())
-                for k in range(1, 11)]
+    per_fold = [
+        json.loads((root / "hog_svm" / f"fold_{k}" / "eval" / "metrics.json").read_text()) for k in range(1, 11)
+    ]
     results = [json.loads((root / "hog_svm" / f"fold_{k}" / "fold_result.json").read_text()) for k in range(1, 11)]
     assert [r["fold"] for r in results] == list(range(1, 11))
     assert all(r["step"] == 0 and r["total_steps"] == 0 and r["variant"] == "hog_svm" for r in results)
@@ -246,10 +256,14 @@ def test_cross_validation_over_an_image_folder_then_resume(tmp_path, monkeypatch
     monkeypatch.setattr(classical, "fit_workdir", refuse)
     again = crossval.run_cv(cfg, root, range(1, 11), ["hog_svm"], log=quiet)
     assert not any(r["trained"] for r in again["fold_results"])
-    assert {k: (root / "hog_svm" / f"fold_{k}" / "fold_result.json").stat().st_mtime_ns for k in range(1, 11)} == markers
+    assert {
+        k: (root / "hog_svm" / f"fold_{k}" / "fold_result.json").stat().st_mtime_ns for k in range(1, 11)
+    } == markers
     (root / "hog_svm" / "fold_3" / "fold_result.json").unlink()  # fitted but not recorded: evaluated only
     crossval.run_cv(cfg, root, [3], ["hog_svm"], log=quiet)
-    assert json.loads((root / "hog_svm" / "fold_3" / "fold_result.json").read_text())["accuracy"] == results[2]["accuracy"]
+    assert (
+        json.loads((root / "hog_svm" / "fold_3" / "fold_result.json").read_text())["accuracy"] == results[2]["accuracy"]
+    )
 
 
 def test_cli_cv_and_train_accept_hog_svm(tmp_path):
@@ -259,15 +273,22 @@ def test_cli_cv_and_train_accept_hog_svm(tmp_path):
     config_file.write_text(
         "from configs import folder\n\n\ndef get_config():\n    c = folder.get_config()\n"
         f"    c.model.input_size = 96\n    c.data.data_dir = {str(tmp_path / 'faces')!r}\n"
-        f"    c.data.cache_dir = {str(tmp_path / 'data')!r}\n    return c\n")
+        f"    c.data.cache_dir = {str(tmp_path / 'data')!r}\n    return c\n"
+    )
 
     def run(*args):
         result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         return result.stdout
 
-    out = run("cv.py", f"--config={config_file}", f"--root={tmp_path / 'cv'}", "--variants=hog_svm", "--folds=2,5",
-              "--nocompilation_cache")
+    out = run(
+        "cv.py",
+        f"--config={config_file}",
+        f"--root={tmp_path / 'cv'}",
+        "--variants=hog_svm",
+        "--folds=2,5",
+        "--nocompilation_cache",
+    )
     assert "| hog_svm | 2 |" in out
     out = run("train.py", f"--config={config_file}", f"--workdir={tmp_path / 'run'}", "--config.model.variant=hog_svm")
     assert (tmp_path / "run" / "hog_svm" / "model.npz").is_file()

@@ -21,8 +21,13 @@ def test_unknown_config_key_is_one_line_naming_it(tmp_path):
     assert not (tmp_path / "w").exists()  # refused before anything was written
 
 
-@pytest.mark.parametrize("flag, says", [("--step=abc", "--step must be 'best', 'latest' or a step number"),
-                                        ("--batch_size=0", "0 is not a positive integer")])
+@pytest.mark.parametrize(
+    "flag, says",
+    [
+        ("--step=abc", "--step must be 'best', 'latest' or a step number"),
+        ("--batch_size=0", "0 is not a positive integer"),
+    ],
+)
 def test_eval_flags_are_checked_before_anything_runs(tmp_path, flag, says):
     out = run("eval.py", f"--workdir={tmp_path}", flag)
     assert out.returncode != 0 and says in out.stderr and "Traceback" not in out.stderr

@@ -14,7 +14,7 @@ from manet_jax.data import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CONFIG_FILE = '''
+CONFIG_FILE = """
 from configs import synthetic
 
 
@@ -27,7 +27,7 @@ def get_config():
     t.stage2_steps = 2
     t.eval_every, t.log_every, t.checkpoint_every = 100, 100, 100
     return c
-'''
+"""
 
 
 def fake(variant, fold, confusion, names=("p", "q")):
@@ -76,7 +76,10 @@ def test_cv_end_to_end_ten_folds_then_resume(tmp_path, monkeypatch):
     root = tmp_path / "cv"
     result = subprocess.run(
         [sys.executable, "cv.py", f"--config={config_path}", f"--root={root}", "--variants=vgg"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| vgg | 10 |" in result.stdout

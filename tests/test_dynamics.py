@@ -39,8 +39,10 @@ def test_input_scale_scales_ersnet_input_only(images):
     out_ref = plain.apply({"params": params}, images * 0.25, masks=masks)
     np.testing.assert_allclose(out_scaled["logits"], out_ref["logits"], rtol=1e-5, atol=1e-6)
     # RASnet sees the unscaled input: its masks equal the plain model's on the same images
-    np.testing.assert_array_equal(scaled.apply({"params": params}, images, method=type(scaled).predict_masks),
-                                  plain.apply({"params": params}, images, method=type(plain).predict_masks))
+    np.testing.assert_array_equal(
+        scaled.apply({"params": params}, images, method=type(scaled).predict_masks),
+        plain.apply({"params": params}, images, method=type(plain).predict_masks),
+    )
     assert not np.allclose(out_scaled["logits"], plain.apply({"params": params}, images, masks=masks)["logits"])
 
 
@@ -72,7 +74,10 @@ def test_ma_output_scale_multiplies_eq6_and_leaves_q_alone():
     rng = np.random.default_rng(3)
     v = jnp.asarray(rng.random((2, 4, 4, 32)), jnp.float32)
     masks = jnp.asarray(rng.random((2, 8, 4, 4)) > 0.5, jnp.float32)
-    plain, scaled = MABlock(num_regions=8, weight_channels=8), MABlock(num_regions=8, weight_channels=8, output_scale=8.0)
+    plain, scaled = (
+        MABlock(num_regions=8, weight_channels=8),
+        MABlock(num_regions=8, weight_channels=8, output_scale=8.0),
+    )
     params = plain.init(jax.random.key(0), v, masks)
     (f1, q1), (f8, q8) = plain.apply(params, v, masks), scaled.apply(params, v, masks)
     np.testing.assert_allclose(f8, 8.0 * np.asarray(f1), rtol=1e-6)
@@ -99,8 +104,12 @@ def test_coupled_decay_under_adam_shrinks_weights_where_the_gradient_is_zero():
 
 
 def _split(tmp_path, image):
-    arrays = {"image": image, "landmarks8": np.zeros((2, 8, 2), np.float32), "label": np.array([0, 1], np.int32),
-              "subject_id": np.array([0, 1], np.int32)}
+    arrays = {
+        "image": image,
+        "landmarks8": np.zeros((2, 8, 2), np.float32),
+        "label": np.array([0, 1], np.int32),
+        "subject_id": np.array([0, 1], np.int32),
+    }
     return prepared.write_split(tmp_path, arrays, {"class_names": ["a", "b"]})
 
 
@@ -108,8 +117,12 @@ def test_fingerprint_is_sha256_of_the_arrays_and_sees_one_pixel(tmp_path):
     image = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
     split = _split(tmp_path / "a", image)
     digest = hashlib.sha256(json.dumps(["a", "b"]).encode())
-    for name, array in (("image", image), ("landmarks8", np.zeros((2, 8, 2), np.float32)),
-                        ("label", np.array([0, 1], np.int32)), ("subject_id", np.array([0, 1], np.int32))):
+    for name, array in (
+        ("image", image),
+        ("landmarks8", np.zeros((2, 8, 2), np.float32)),
+        ("label", np.array([0, 1], np.int32)),
+        ("subject_id", np.array([0, 1], np.int32)),
+    ):
         digest.update(f"{name}{array.shape}".encode())
         digest.update(array.tobytes())
     assert prepared.fingerprint(split) == digest.hexdigest()[:16]
@@ -142,7 +155,9 @@ def test_group_norm_normalises_each_conv_over_8_channel_groups_and_is_off_in_the
     model = build_model(tiny_model_config("vgg", norm="group"))
     variables = model.init(jax.random.key(0), images)
     assert "conv3_2_norm" in variables["params"]["ersnet"]
-    assert "conv3_2_norm" not in build_model(tiny_model_config("vgg")).init(jax.random.key(0), images)["params"]["ersnet"]
+    assert (
+        "conv3_2_norm" not in build_model(tiny_model_config("vgg")).init(jax.random.key(0), images)["params"]["ersnet"]
+    )
     _, state = model.apply(variables, images, capture_intermediates=True, mutable=["intermediates"])
     inter = state["intermediates"]["ersnet"]
     conv = np.asarray(inter["conv2_1"]["__call__"][0], np.float64)  # (B, H, W, C)

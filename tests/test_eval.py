@@ -3,9 +3,9 @@ flip TTA, checkpoint choice and errors that name the workdir."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-import shutil
 from pathlib import Path
 
 import jax
@@ -63,8 +63,19 @@ def test_every_example_once_and_same_as_a_per_example_loop(trained):
     assert final["eval_mask_iou"] == pytest.approx(np.mean(ious), rel=1e-6)
 
     stored = json.loads((workdir / "eval" / "metrics.json").read_text())
-    for key in ("accuracy", "balanced_accuracy", "macro_f1", "per_class_accuracy", "confusion_matrix",
-                "class_names", "num_examples", "step", "split", "flip_tta", "checkpoint"):
+    for key in (
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "per_class_accuracy",
+        "confusion_matrix",
+        "class_names",
+        "num_examples",
+        "step",
+        "split",
+        "flip_tta",
+        "checkpoint",
+    ):
         assert stored[key] == summary[key], key
     assert stored["checkpoint"] == str(workdir / "checkpoints" / "4")
     assert (workdir / "eval" / "confusion.md").is_file() and (workdir / "eval" / "confusion.png").is_file()
@@ -86,7 +97,9 @@ def test_flip_tta_averages_the_softmax_of_image_and_mirror(trained):
     images = np.asarray(test.image[:4])
     plain, mirrored = run.predict(images), run.predict(images[:, :, ::-1])
     tta = run.predict(images, flip_tta=True)
-    np.testing.assert_allclose(tta["probabilities"], (plain["probabilities"] + mirrored["probabilities"]) / 2, atol=1e-6)
+    np.testing.assert_allclose(
+        tta["probabilities"], (plain["probabilities"] + mirrored["probabilities"]) / 2, atol=1e-6
+    )
     np.testing.assert_allclose(jax.nn.softmax(tta["logits"]), tta["probabilities"], atol=1e-6)
     assert plain["masks"].shape == (4, 8, 6, 6) and plain["region_weights"].shape == (4, 8)
     np.testing.assert_allclose(tta["masks"], plain["masks"], atol=1e-6)  # masks of the unflipped view
@@ -146,8 +159,14 @@ def test_a_workdir_restores_from_its_config_json_alone(trained, tmp_path):
     images = np.asarray(test.image[:3])
     np.save(tmp_path / "images.npy", images)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-c", RESTORE_ELSEWHERE, str(workdir), "images.npy", "logits.npy"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", RESTORE_ELSEWHERE, str(workdir), "images.npy", "logits.npy"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     expected = inference.load_run(workdir, "latest").predict(images)["logits"]
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, rtol=1e-5, atol=1e-5)

@@ -14,10 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fixtures
 import numpy as np
 import pytest
 
-import fixtures
 from manet_jax import training
 from manet_jax.data import align, ckplus, prepared, rafdb
 
@@ -77,7 +77,11 @@ def fuzz(name, seed_bytes: bytes, read, check, tmp_path, n, rng, text=False, suf
     crashes = []
     path = tmp_path / f"{name}{suffix}"
     for k in range(n):
-        data = mutate_text(seed_bytes.decode(), rng).encode("latin-1", "replace") if text else mutate_bytes(seed_bytes, rng)
+        data = (
+            mutate_text(seed_bytes.decode(), rng).encode("latin-1", "replace")
+            if text
+            else mutate_bytes(seed_bytes, rng)
+        )
         path.write_bytes(data)
         counts["inputs"] += 1
         try:
@@ -148,14 +152,32 @@ def test_mutated_images_decode_or_fail_by_name(tmp_path, rng):
 
 def test_mutated_ckplus_annotations_read_or_fail_by_name(tmp_path, rng):
     landmarks = "".join(f"   {10 + i:.7e}   {20 + 2 * i:.7e}\n" for i in range(68)).encode()
-    fuzz("S005_001_00000011_landmarks", landmarks, ckplus.read_landmarks, check_points(68), tmp_path, 300, rng,
-         text=True, suffix=".txt")
+    fuzz(
+        "S005_001_00000011_landmarks",
+        landmarks,
+        ckplus.read_landmarks,
+        check_points(68),
+        tmp_path,
+        300,
+        rng,
+        text=True,
+        suffix=".txt",
+    )
 
     def check_code(code):
         return None if isinstance(code, int) and 1 <= code <= 7 else f"emotion code {code!r}"
 
-    fuzz("S005_001_00000011_emotion", b"   3.0000000e+00\n", ckplus.read_emotion, check_code, tmp_path, 300, rng,
-         text=True, suffix=".txt")
+    fuzz(
+        "S005_001_00000011_emotion",
+        b"   3.0000000e+00\n",
+        ckplus.read_emotion,
+        check_code,
+        tmp_path,
+        300,
+        rng,
+        text=True,
+        suffix=".txt",
+    )
 
 
 def test_mutated_rafdb_annotations_read_or_fail_by_name(tmp_path, rng):
@@ -170,20 +192,38 @@ def test_mutated_rafdb_annotations_read_or_fail_by_name(tmp_path, rng):
         stems = [r[0] for r in rows]
         return "duplicate stems" if len(set(stems)) != len(stems) else None
 
-    fuzz("list_patition_label", label_file.read_bytes(), rafdb.read_labels, check_labels, tmp_path, 300, rng,
-         text=True, suffix=".txt")
+    fuzz(
+        "list_patition_label",
+        label_file.read_bytes(),
+        rafdb.read_labels,
+        check_labels,
+        tmp_path,
+        300,
+        rng,
+        text=True,
+        suffix=".txt",
+    )
     manual = next(root.rglob("*_manu_attri.txt"))
-    fuzz("train_00001_manu_attri", manual.read_bytes(), rafdb.read_manual_landmarks, check_points(5), tmp_path, 300,
-         rng, text=True, suffix=".txt")
+    fuzz(
+        "train_00001_manu_attri",
+        manual.read_bytes(),
+        rafdb.read_manual_landmarks,
+        check_points(5),
+        tmp_path,
+        300,
+        rng,
+        text=True,
+        suffix=".txt",
+    )
 
 
 def test_mutated_weight_files_load_or_fail_by_name(tmp_path, rng):
     """Keras .h5, torch zip and MatConvNet .mat of a small VGG16: a mutated file loads (all
     finite, right shapes) or is refused naming it; nothing in it is ever executed."""
     import jax
+    from test_pretrained import model_params, source_weights, write_keras_vggface, write_matconvnet, write_pytorch
 
     from manet_jax.pretrained import load
-    from test_pretrained import model_params, source_weights, write_keras_vggface, write_matconvnet, write_pytorch
 
     _, params = model_params("vgg")
     shapes = jax.tree.map(np.shape, params)
@@ -196,12 +236,24 @@ def test_mutated_weight_files_load_or_fail_by_name(tmp_path, rng):
             return "non-finite weights accepted"
         return None
 
-    writers = {".h5": (write_keras_vggface, "keras"), ".pth": (write_pytorch, "pytorch"), ".mat": (write_matconvnet, "mcn")}
+    writers = {
+        ".h5": (write_keras_vggface, "keras"),
+        ".pth": (write_pytorch, "pytorch"),
+        ".mat": (write_matconvnet, "mcn"),
+    }
     for suffix, (write, layout) in writers.items():
         seed_file = tmp_path / f"seed{suffix}"
         write(seed_file, source_weights(layout))
-        fuzz(f"vgg_face{suffix.replace('.', '_')}", seed_file.read_bytes(), lambda p: load(params, p), check,
-             tmp_path, 60, rng, suffix=suffix)
+        fuzz(
+            f"vgg_face{suffix.replace('.', '_')}",
+            seed_file.read_bytes(),
+            lambda p: load(params, p),
+            check,
+            tmp_path,
+            60,
+            rng,
+            suffix=suffix,
+        )
 
 
 # ------------------------------------------------------------------------ fault injection
@@ -218,9 +270,9 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path):
     import time
 
     import jax
+    from test_training import ROOT, _train_cmd
 
     from manet_jax.checkpoints import restore_params
-    from test_training import ROOT, _train_cmd
 
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     killed, whole = tmp_path / "killed", tmp_path / "whole"
@@ -235,8 +287,9 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path):
         return max(steps, default=0)
 
     def run_until(reached) -> bool:
-        proc = subprocess.Popen(_train_cmd(killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            _train_cmd(killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         while proc.poll() is None and not reached():
             time.sleep(0.01)
         if proc.poll() is None:
@@ -247,14 +300,15 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path):
     kills = [run_until(lambda: time.time() > early)]
     for target in sorted(rng.choice(np.arange(2, 12), size=3, replace=False)):
         delay = rng.uniform(0, 0.3)
-        kills.append(run_until(lambda: last_step() >= target and (time.sleep(delay) or True)))
+        kills.append(run_until(lambda: last_step() >= target and (time.sleep(delay) or True)))  # noqa: B023
     final = subprocess.run(_train_cmd(killed), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stderr[-3000:]
     assert sum(kills) >= 3, kills
     full = subprocess.run(_train_cmd(whole), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
-    jax.tree.map(np.testing.assert_array_equal, restore_params(killed / "checkpoints"),
-                 restore_params(whole / "checkpoints"))
+    jax.tree.map(
+        np.testing.assert_array_equal, restore_params(killed / "checkpoints"), restore_params(whole / "checkpoints")
+    )
     assert not list(killed.rglob(".*.tmp-*"))  # killed preparations' leftovers were swept away
 
 
@@ -283,24 +337,40 @@ def test_a_full_disk_while_preparing_is_a_clear_error_and_leaves_nothing(tmp_pat
 
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
-                                                   capture_output=True).returncode == 0
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True
+        ).returncode
+        == 0
+    )
     try:
         if mounted:
-            out = subprocess.run([sys.executable, "-c", _FILL_SMALL_DISK, str(Path(__file__).parents[1]),
-                                  str(disk / "train")], capture_output=True, text=True, timeout=120)
+            out = subprocess.run(
+                [sys.executable, "-c", _FILL_SMALL_DISK, str(Path(__file__).parents[1]), str(disk / "train")],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert out.returncode == 0, out.stderr[-2000:]  # not killed by SIGBUS
             message = out.stdout
         else:
+
             def no_space(*_):
                 raise OSError(errno.ENOSPC, "No space left on device")
 
             monkeypatch.setattr(os, "posix_fallocate", no_space)
             with pytest.raises(OSError) as err:
-                prepared.write_split(disk / "train", {"image": np.zeros((4, 96, 96, 3), np.uint8),
-                                                      "landmarks8": np.zeros((4, 8, 2), np.float32),
-                                                      "label": np.zeros(4, np.int32),
-                                                      "subject_id": np.zeros(4, np.int32)}, {"class_names": ["a"]})
+                prepared.write_split(
+                    disk / "train",
+                    {
+                        "image": np.zeros((4, 96, 96, 3), np.uint8),
+                        "landmarks8": np.zeros((4, 8, 2), np.float32),
+                        "label": np.zeros(4, np.int32),
+                        "subject_id": np.zeros(4, np.int32),
+                    },
+                    {"class_names": ["a"]},
+                )
             message = f"OSError: {err.value}"
         assert f"not enough disk space to prepare data in {disk}" in message and "MB free" in message
         assert list(disk.iterdir()) == []  # no split, no temporary folder
@@ -313,10 +383,20 @@ def test_a_second_writer_of_a_workdir_stops_at_once_naming_the_first(tmp_path):
     """The lock belongs to a live process; once it is gone (even killed) the workdir is free."""
     import socket
 
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, sys.argv[1]); from manet_jax import locking\n"
-        "with locking.exclusive(sys.argv[2]):\n    print('locked', flush=True); time.sleep(120)"),
-        str(ROOT), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; sys.path.insert(0, sys.argv[1]); from manet_jax import locking\n"
+                "with locking.exclusive(sys.argv[2]):\n    print('locked', flush=True); time.sleep(120)"
+            ),
+            str(ROOT),
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         from test_training import tiny_config

@@ -72,8 +72,14 @@ def test_markdown_is_row_normalised_percent_with_two_decimals():
 def test_report_files_png_and_json(tmp_path):
     summary = metrics.summarize(np.array(CONFUSION), NAMES)
     paths = metrics.write_report(tmp_path / "eval", summary, suffix="_train_tta", title="t")
-    assert {p.name for p in paths.values()} == {"metrics_train_tta.json", "confusion_train_tta.md", "confusion_train_tta.png"}
+    assert {p.name for p in paths.values()} == {
+        "metrics_train_tta.json",
+        "confusion_train_tta.md",
+        "confusion_train_tta.png",
+    }
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stored = json.loads(paths["metrics"].read_text())
     assert stored["accuracy"] == summary["accuracy"] and stored["files"]["png"] == str(paths["png"])
-    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == sorted(p.name for p in paths.values())  # no tmp left
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == sorted(
+        p.name for p in paths.values()
+    )  # no tmp left

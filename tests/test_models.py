@@ -1,6 +1,5 @@
 """The model family against hand counts and independent references."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,8 +23,21 @@ def dense(cin, cout):
 
 
 # Hand counts at 224 (no code from the package involved).
-VGG16_CONVS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
-               (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
+VGG16_CONVS = [
+    (3, 64),
+    (64, 64),
+    (64, 128),
+    (128, 128),
+    (128, 256),
+    (256, 256),
+    (256, 256),
+    (256, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+]
 VGG16_7 = sum(conv(3, a, b) for a, b in VGG16_CONVS) + dense(7 * 7 * 512, 4096) + dense(4096, 4096) + dense(4096, 7)
 SE_512 = dense(512, 32) + dense(32, 512)
 MA_BLOCK = 8 * (conv(1, 512, 512) + SE_512) + conv(1, 512, 128) + dense(7 * 7 * 128, 8)
@@ -50,8 +62,11 @@ def test_hand_counts_are_the_published_ones():
 
 @pytest.mark.parametrize(
     "variant, expected",
-    [("vgg", {"ersnet": VGG16_7}), ("vgg_se", {"ersnet": VGG16_7 + SE_512}),
-     ("manet", {"ersnet": VGG16_7 + MA_BLOCK, "rasnet": RASNET})],
+    [
+        ("vgg", {"ersnet": VGG16_7}),
+        ("vgg_se", {"ersnet": VGG16_7 + SE_512}),
+        ("manet", {"ersnet": VGG16_7 + MA_BLOCK, "rasnet": RASNET}),
+    ],
 )
 def test_full_size_parameter_counts(variant, expected):
     _, variables, _ = full_size(variant)
@@ -66,9 +81,7 @@ def test_full_size_parameter_counts(variant, expected):
 
 def test_full_size_output_shapes_and_v():
     model, variables, images = full_size("manet", num_classes=6)
-    out, state = jax.eval_shape(
-        lambda v, x: model.apply(v, x, mutable=["intermediates"]), variables, images
-    )
+    out, state = jax.eval_shape(lambda v, x: model.apply(v, x, mutable=["intermediates"]), variables, images)
     assert out["logits"].shape == (5, 6) and out["logits"].dtype == jnp.float32
     assert out["masks"].shape == (5, 8, 14, 14)
     assert out["region_weights"].shape == (5, 8)
@@ -78,7 +91,7 @@ def test_full_size_output_shapes_and_v():
     assert masks.shape == (5, 8, 14, 14)
     for variant in ("vgg", "vgg_se"):
         model, variables, images = full_size(variant)
-        out = jax.eval_shape(lambda v, x: model.apply(v, x), variables, images)
+        out = jax.eval_shape(lambda v, x: model.apply(v, x), variables, images)  # noqa: B023 (called at once)
         assert set(out) == {"logits"} and out["logits"].shape == (5, 7)
 
 
@@ -122,11 +135,10 @@ def ma_setup(n=4, c=6, hw=5, b=3, seed=0):
 def loop_reference(params, v, masks, n, c):
     """Eq. 5-6 with N separately applied branches, one at a time."""
     branch = AttentionBranch(c, 2)
-    q = MABlock(num_regions=n, se_reduction=2, weight_pool=2, weight_channels=3).apply(
-        {"params": params}, v, masks)[1]
+    q = MABlock(num_regions=n, se_reduction=2, weight_pool=2, weight_channels=3).apply({"params": params}, v, masks)[1]
     feats = []
     for r in range(n):
-        p_r = jax.tree.map(lambda x: x[r], params["branches"])
+        p_r = jax.tree.map(lambda x: x[r], params["branches"])  # noqa: B023 (called at once)
         feats.append(branch.apply({"params": p_r}, v, masks[:, r]))
     return sum(q[:, r, None, None, None] * feats[r] for r in range(n)), q, feats
 
@@ -156,11 +168,16 @@ def test_independently_built_branches_match_the_vmapped_slices():
     assert jax.tree.structure(lone_params) == jax.tree.structure(jax.tree.map(lambda x: x[0], params["branches"]))
     r = 2
     copied = jax.tree.map(lambda x: x[r], params["branches"])
-    manual_t = jnp.einsum("bhwc,cd->bhwd", v * masks[:, r, ..., None], copied["buffer"]["kernel"][0, 0]) + copied["buffer"]["bias"]
+    manual_t = (
+        jnp.einsum("bhwc,cd->bhwd", v * masks[:, r, ..., None], copied["buffer"]["kernel"][0, 0])
+        + copied["buffer"]["bias"]
+    )
     s = jax.nn.relu(manual_t.mean((1, 2)) @ copied["se"]["fc1"]["kernel"] + copied["se"]["fc1"]["bias"])
     gates = jax.nn.sigmoid(s @ copied["se"]["fc2"]["kernel"] + copied["se"]["fc2"]["bias"])
     _, _, feats = loop_reference(params, v, masks, n, c)
-    np.testing.assert_allclose(lone.apply({"params": copied}, v, masks[:, r]), manual_t * gates[:, None, None, :], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        lone.apply({"params": copied}, v, masks[:, r]), manual_t * gates[:, None, None, :], rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(feats[r], manual_t * gates[:, None, None, :], rtol=1e-5, atol=1e-6)
 
 
@@ -246,20 +263,26 @@ def test_rasnet_input_size_feeds_rasnet_the_resized_face(tiny_model_config):
     variables = init_variables(model, jax.random.key(0))
     out = model.apply(variables, jnp.asarray(images))
     assert out["masks"].shape == (2, 8, 4, 4) and out["logits"].shape == (2, 7)
+
     # Reference: bilinear resize by separable 1-D interpolation in numpy (half-pixel centres,
     # no antialiasing when upsampling), then RASnet applied on its own.
     def interp_matrix(n_in, n_out):
         centres = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
         m = np.zeros((n_out, n_in))
         for i, c in enumerate(np.clip(centres, 0, n_in - 1)):
-            lo = int(np.floor(c)); hi = min(lo + 1, n_in - 1)
-            m[i, lo] += 1 - (c - lo); m[i, hi] += c - lo
+            lo = int(np.floor(c))
+            hi = min(lo + 1, n_in - 1)
+            m[i, lo] += 1 - (c - lo)
+            m[i, hi] += c - lo
         return m
+
     w = interp_matrix(64, 96)
     resized = np.einsum("yi,bijc,xj->byxc", w, images, w).astype(np.float32)
     from manet_jax.models import RASnet
+
     ref = RASnet(8, (4, 4), tiny_model_config.width_multiplier, tiny_model_config.rasnet_hidden_units).apply(
-        {"params": variables["params"]["rasnet"]}, jnp.asarray(resized))
+        {"params": variables["params"]["rasnet"]}, jnp.asarray(resized)
+    )
     np.testing.assert_allclose(np.asarray(out["masks"]), np.asarray(ref), atol=2e-5)
     tiny_model_config.rasnet_input_size = -1
     with pytest.raises(ValueError, match="model.rasnet_input_size"):

@@ -9,8 +9,11 @@ from manet_jax import param_match
 
 def test_compare_names_every_differing_leaf_by_path():
     trace = {"trace": np.zeros(2, np.float32)}
-    expected = {"fc8": {"kernel": jax.ShapeDtypeStruct((8, 10), jnp.float32)}, "ma": {"w": np.zeros(3)},
-                "opt": (trace,)}  # a tuple here, a list as orbax stores it: both are opt/0/trace
+    expected = {
+        "fc8": {"kernel": jax.ShapeDtypeStruct((8, 10), jnp.float32)},
+        "ma": {"w": np.zeros(3)},
+        "opt": (trace,),
+    }  # a tuple here, a list as orbax stores it: both are opt/0/trace
     found = {"fc8": {"kernel": np.zeros((8, 7), np.float32)}, "se": {"w": np.zeros(4, np.float32)}, "opt": [trace]}
     report = param_match.compare(expected, found)
     assert report
@@ -33,5 +36,10 @@ def test_compare_names_every_differing_leaf_by_path():
 def test_format_caps_each_section():
     report = param_match.compare({f"k{i}": np.zeros(1) for i in range(5)}, {})
     lines = report.format("h", max_listed=2).splitlines()
-    assert lines == ["h", "  missing from checkpoint (5):", "    k0: expected (1,) float64",
-                     "    k1: expected (1,) float64", "    ... and 3 more"]
+    assert lines == [
+        "h",
+        "  missing from checkpoint (5):",
+        "    k0: expected (1,) float64",
+        "    k1: expected (1,) float64",
+        "    ... and 3 more",
+    ]

@@ -24,7 +24,7 @@ def test_sample_plan_is_a_pure_function_and_visits_each_example_once_per_epoch()
     n, batch = 23, 8
     seen = np.concatenate([pipeline.sample_plan(n, batch, seed=3, step=s)[0] for s in range(23)])  # 8 epochs
     for epoch in range(8):
-        assert sorted(seen[epoch * n:(epoch + 1) * n]) == list(range(n))
+        assert sorted(seen[epoch * n : (epoch + 1) * n]) == list(range(n))
     a = pipeline.sample_plan(n, batch, 3, 7)
     b = pipeline.sample_plan(n, batch, 3, 7)
     np.testing.assert_array_equal(a[0], b[0]) and np.testing.assert_array_equal(a[1], b[1])
@@ -34,8 +34,9 @@ def test_sample_plan_is_a_pure_function_and_visits_each_example_once_per_epoch()
 
 
 def test_batches_hold_normalised_images_masks_and_labels(split):
-    it = pipeline.train_batches(split, global_batch_size=6, seed=0, start_step=0, num_steps=2,
-                                mask_size=(6, 6), random_flip=False)
+    it = pipeline.train_batches(
+        split, global_batch_size=6, seed=0, start_step=0, num_steps=2, mask_size=(6, 6), random_flip=False
+    )
     batches = list(it)
     assert len(batches) == 2
     b = batches[0]
@@ -65,7 +66,11 @@ def test_flip_mirrors_image_landmarks_and_masks_consistently(split, arrays):
     # Left and right points swap: the image-left eye's outer corner l2 of the flipped face is
     # the mirror of the image-right eye's outer corner l5 of the original.
     np.testing.assert_allclose(flipped["landmarks8"][:, 1, 0], 96 - plain["landmarks8"][:, 4, 0], atol=1e-4)
-    np.testing.assert_allclose(flipped["landmarks8"][:, 5], np.stack([96 - plain["landmarks8"][:, 6, 0], plain["landmarks8"][:, 6, 1]], -1), atol=1e-4)
+    np.testing.assert_allclose(
+        flipped["landmarks8"][:, 5],
+        np.stack([96 - plain["landmarks8"][:, 6, 0], plain["landmarks8"][:, 6, 1]], -1),
+        atol=1e-4,
+    )
     assert np.all(flipped["landmarks8"][:, 1, 0] < flipped["landmarks8"][:, 4, 0])  # still image-left first
     # Masks come from the mirrored points.
     np.testing.assert_array_equal(flipped["masks"], regions.region_masks(flipped["landmarks8"], (96, 96), (6, 6)))
@@ -74,7 +79,7 @@ def test_flip_mirrors_image_landmarks_and_masks_consistently(split, arrays):
     for k in range(5):
         for point, part in [(5, synthetic.PART_MOUTH), (6, synthetic.PART_MOUTH), (0, synthetic.PART_NOSE)]:
             x, y = flipped["landmarks8"][k, point]
-            window = parts[k, max(0, int(y) - 1):int(y) + 2, max(0, int(x) - 1):int(x) + 2]
+            window = parts[k, max(0, int(y) - 1) : int(y) + 2, max(0, int(x) - 1) : int(x) + 2]
             assert (window == part).any(), (k, point)
 
 
@@ -83,8 +88,11 @@ def test_evaluation_visits_every_example_exactly_once(split):
     for processes in (1, 2):
         labels, counted = [], 0
         for p in range(processes):
-            batches = list(pipeline.eval_batches(split, global_batch_size=10, mask_size=(6, 6),
-                                                 process_index=p, process_count=processes))
+            batches = list(
+                pipeline.eval_batches(
+                    split, global_batch_size=10, mask_size=(6, 6), process_index=p, process_count=processes
+                )
+            )
             assert len(batches) == pipeline.num_eval_batches(n, 10, processes)
             for b in batches:
                 valid = b["valid"].astype(bool)
@@ -196,6 +204,8 @@ def test_pixel_mean_follows_the_config(split):
     idx, _ = pipeline.sample_plan(len(split), 4, 0, 0)
     raw = np.asarray(split.image[idx], np.float32)
     np.testing.assert_allclose(other["image"], raw - np.asarray(imagenet, np.float32), atol=1e-4)
-    np.testing.assert_allclose(default["image"] - other["image"],
-                               np.broadcast_to(np.subtract(imagenet, preprocess.VGGFACE_MEAN_RGB), raw.shape), atol=1e-4)
-
+    np.testing.assert_allclose(
+        default["image"] - other["image"],
+        np.broadcast_to(np.subtract(imagenet, preprocess.VGGFACE_MEAN_RGB), raw.shape),
+        atol=1e-4,
+    )

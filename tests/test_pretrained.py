@@ -5,6 +5,7 @@ BGR NHWC for Keras, MATLAB H x W x C x N for MatConvNet)."""
 import copy
 import pickle
 
+import _torch_zip
 import flax.linen as nn
 import h5py
 import jax
@@ -14,9 +15,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-import _torch_zip
 from configs.default import get_config
 from manet_jax.models import build_model
+from manet_jax.preprocess import VGGFACE_MEAN_RGB
 from manet_jax.pretrained import (
     ALL_LAYERS,
     CONV_LAYERS,
@@ -26,7 +27,6 @@ from manet_jax.pretrained import (
     load,
     load_pretrained,
 )
-from manet_jax.preprocess import VGGFACE_MEAN_RGB
 
 SIZE, WIDTH = 96, 1 / 16  # pool5 is 3 x 3: a wrong (h, w) or (c, h, w) flatten shows
 BLOCKS = ((1, 2, 4), (2, 2, 8), (3, 3, 16), (4, 3, 32), (5, 3, 32))  # VGG16 channels / 16
@@ -51,7 +51,9 @@ def model_params(variant):
     cfg = get_config().model
     cfg.variant, cfg.input_size, cfg.width_multiplier, cfg.num_classes = variant, SIZE, WIDTH, CLASSES
     model = build_model(cfg)
-    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, SIZE, SIZE, 3), jnp.float32))
+    shapes = jax.eval_shape(
+        lambda x: model.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, SIZE, SIZE, 3), jnp.float32)
+    )
     rng = np.random.default_rng(1)
     params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape).astype(np.float32)), shapes["params"])
     return model, params
@@ -244,11 +246,11 @@ def write_keras3(path, w):
         f.create_group("vars")
         f.create_group("layers/input_layer/vars")
         for i, name in enumerate(CONV_LAYERS):
-            g = f.create_group(f"layers/conv2d{'_%d' % i if i else ''}/vars")
+            g = f.create_group(f"layers/conv2d{f'_{i}' if i else ''}/vars")
             g["0"], g["1"] = w[name]
-            f.create_group(f"layers/max_pooling2d{'_%d' % i if i else ''}/vars")
+            f.create_group(f"layers/max_pooling2d{f'_{i}' if i else ''}/vars")
         for i, name in enumerate(("fc6", "fc7", "fc8")):
-            g = f.create_group(f"layers/dense{'_%d' % i if i else ''}/vars")
+            g = f.create_group(f"layers/dense{f'_{i}' if i else ''}/vars")
             g["0"], g["1"] = w[name]
 
 
@@ -265,15 +267,38 @@ def mcn_layers(w):
     for block, n, _ in BLOCKS:
         for k in range(1, n + 1):
             name = f"conv{block}_{k}"
-            layers.append({"name": name, "type": "conv", "weights": _cell(w[name]),
-                           "size": np.array([w[name][0].shape], float), "pad": np.ones((1, 4)), "stride": np.ones((1, 2))})
+            layers.append(
+                {
+                    "name": name,
+                    "type": "conv",
+                    "weights": _cell(w[name]),
+                    "size": np.array([w[name][0].shape], float),
+                    "pad": np.ones((1, 4)),
+                    "stride": np.ones((1, 2)),
+                }
+            )
             layers.append({"name": f"relu{block}_{k}", "type": "relu"})
-        layers.append({"name": f"pool{block}", "type": "pool", "method": "max", "pool": np.full((1, 2), 2.0),
-                       "stride": np.full((1, 2), 2.0), "pad": np.zeros((1, 4))})
+        layers.append(
+            {
+                "name": f"pool{block}",
+                "type": "pool",
+                "method": "max",
+                "pool": np.full((1, 2), 2.0),
+                "stride": np.full((1, 2), 2.0),
+                "pad": np.zeros((1, 4)),
+            }
+        )
     for i, name in ((6, "fc6"), (7, "fc7"), (8, "fc8")):
         if name in w:
-            layers.append({"name": name, "type": "conv", "weights": _cell(w[name]), "pad": np.zeros((1, 4)),
-                           "stride": np.ones((1, 2))})
+            layers.append(
+                {
+                    "name": name,
+                    "type": "conv",
+                    "weights": _cell(w[name]),
+                    "pad": np.zeros((1, 4)),
+                    "stride": np.ones((1, 2)),
+                }
+            )
             layers.append({"name": f"relu{i}", "type": "relu"} if i < 8 else {"name": "prob", "type": "softmax"})
     return layers
 
@@ -281,9 +306,12 @@ def mcn_layers(w):
 def write_matconvnet(path, w, mean=VGGFACE_MEAN_RGB):
     """vgg-face.mat (MatConvNet models page): save('-struct', net) -> top-level layers + meta."""
     meta = {
-        "normalization": {"averageImage": np.array(mean, np.float32).reshape(1, 1, 3),
-                          "imageSize": np.array([[224.0, 224.0, 3.0, 1.0]]),
-                          "interpolation": "bilinear", "keepAspect": 1.0},
+        "normalization": {
+            "averageImage": np.array(mean, np.float32).reshape(1, 1, 3),
+            "imageSize": np.array([[224.0, 224.0, 3.0, 1.0]]),
+            "interpolation": "bilinear",
+            "keepAspect": 1.0,
+        },
         "classes": {"name": _cell([f"id{i}" for i in range(CLASSES)]), "description": _cell(["x"] * CLASSES)},
     }
     scipy.io.savemat(path, {"layers": _cell(mcn_layers(w)), "meta": meta}, oned_as="row")
@@ -297,11 +325,20 @@ def write_matconvnet_oxford(path, w):
 
 def write_matconvnet_dagnn(path, w):
     """DagNN: layers and params are struct arrays; layer.params names the params' values."""
-    layers = np.zeros((1, len(w)), dtype=[("name", "O"), ("type", "O"), ("inputs", "O"), ("outputs", "O"),
-                                          ("params", "O"), ("block", "O")])
+    layers = np.zeros(
+        (1, len(w)),
+        dtype=[("name", "O"), ("type", "O"), ("inputs", "O"), ("outputs", "O"), ("params", "O"), ("block", "O")],
+    )
     params = np.zeros((1, 2 * len(w)), dtype=[("name", "O"), ("value", "O"), ("learningRate", "O")])
     for i, (name, (k, b)) in enumerate(w.items()):
-        layers[0, i] = (name, "dagnn.Conv", _cell(["x"]), _cell([name]), _cell([name + "f", name + "b"]), {"size": k.shape})
+        layers[0, i] = (
+            name,
+            "dagnn.Conv",
+            _cell(["x"]),
+            _cell([name]),
+            _cell([name + "f", name + "b"]),
+            {"size": k.shape},
+        )
         params[0, 2 * i] = (name + "f", k, 1.0)
         params[0, 2 * i + 1] = (name + "b", b, 2.0)
     meta = {"normalization": {"averageImage": np.zeros((1, 1, 3))}}
@@ -311,13 +348,28 @@ def write_matconvnet_dagnn(path, w):
 # name -> (writer, layout, reference, expected format, file name)
 SOURCES = {
     "pytorch_zip": (write_pytorch, "pytorch", ref_pytorch, "pytorch", "vgg_face_dag.pth"),
-    "pytorch_legacy": (lambda p, w: write_pytorch(p, w, legacy=True), "pytorch", ref_pytorch, "pytorch",
-                       "vgg_face_dag.pth"),
+    "pytorch_legacy": (
+        lambda p, w: write_pytorch(p, w, legacy=True),
+        "pytorch",
+        ref_pytorch,
+        "pytorch",
+        "vgg_face_dag.pth",
+    ),
     "keras_vggface": (write_keras_vggface, "keras", ref_keras, "keras_vggface", "rcmalli_vggface_tf_vgg16.h5"),
-    "keras_imagenet": (write_keras_imagenet, "keras", ref_keras, "keras_imagenet",
-                       "vgg16_weights_tf_dim_ordering_tf_kernels.h5"),
-    "keras_full_model": (lambda p, w: write_keras_imagenet(p, w, full_model=True), "keras", ref_keras,
-                         "keras_imagenet", "vgg16_finetuned.h5"),
+    "keras_imagenet": (
+        write_keras_imagenet,
+        "keras",
+        ref_keras,
+        "keras_imagenet",
+        "vgg16_weights_tf_dim_ordering_tf_kernels.h5",
+    ),
+    "keras_full_model": (
+        lambda p, w: write_keras_imagenet(p, w, full_model=True),
+        "keras",
+        ref_keras,
+        "keras_imagenet",
+        "vgg16_finetuned.h5",
+    ),
     "keras3": (write_keras3, "keras", ref_keras, "keras_imagenet", "vgg16.weights.h5"),
     "matconvnet": (write_matconvnet, "mcn", ref_matconvnet, "matconvnet", "vgg-face.mat"),
     "matconvnet_oxford": (write_matconvnet_oxford, "mcn", ref_matconvnet, "matconvnet", "vgg_face.mat"),
@@ -381,8 +433,10 @@ def test_fc8_with_another_class_count_is_reported_and_kept(manet_params, tmp_pat
     assert report.loaded == list(CONV_LAYERS) + ["fc6", "fc7"]
     assert report.mismatched_layers == ["fc8"]  # param_match's report, in our (in, out) layout
     f32 = np.dtype("float32")
-    assert report.mismatched.mismatched == {"fc8/kernel": (((FC, 2622), f32), ((FC, CLASSES), f32)),
-                                            "fc8/bias": (((2622,), f32), ((CLASSES,), f32))}
+    assert report.mismatched.mismatched == {
+        "fc8/kernel": (((FC, 2622), f32), ((FC, CLASSES), f32)),
+        "fc8/bias": (((2622,), f32), ((CLASSES,), f32)),
+    }
     assert new["ersnet"]["fc8"] is manet_params["ersnet"]["fc8"]
     np.testing.assert_array_equal(new["ersnet"]["fc7"]["kernel"], w["fc7"][0].T)
     text = report.summary()
@@ -508,11 +562,15 @@ def test_load_is_the_keyword_api_behind_load_pretrained(manet_params, tmp_path):
     b, rb = load(manet_params, path, layers="conv")
     assert ra == rb and not rb.mean_matches_preprocess
     jax.tree.map(np.testing.assert_array_equal, a, b)
-    variables, report = load({"params": manet_params}, path, layers=["conv1_1"],
-                             expected_mean_rgb=IMAGENET_CAFFE_MEAN_RGB, input_scale=0.5)
+    variables, report = load(
+        {"params": manet_params}, path, layers=["conv1_1"], expected_mean_rgb=IMAGENET_CAFFE_MEAN_RGB, input_scale=0.5
+    )
     assert set(variables) == {"params"} and report.mean_matches_preprocess and report.loaded == ["conv1_1"]
-    np.testing.assert_allclose(variables["params"]["ersnet"]["conv1_1"]["kernel"],
-                               np.asarray(b["ersnet"]["conv1_1"]["kernel"]) / 0.5, rtol=1e-6)
+    np.testing.assert_allclose(
+        variables["params"]["ersnet"]["conv1_1"]["kernel"],
+        np.asarray(b["ersnet"]["conv1_1"]["kernel"]) / 0.5,
+        rtol=1e-6,
+    )
     assert any("input_scale=0.5" in n for n in report.notes)
     with pytest.raises(TypeError):
         load(manet_params, path, "keras_imagenet")  # options are keyword-only

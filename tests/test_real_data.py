@@ -5,14 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fixtures
 import numpy as np
 import pytest
 
-from configs import ck, folder as folder_config, raf
+from configs import ck, raf
+from configs import folder as folder_config
 from manet_jax import regions
 from manet_jax.data import align, ckplus, datasets, folds, image_folder, prepared, rafdb
-
-import fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 96
@@ -102,11 +102,13 @@ def test_ckplus_prepares_aligned_folds_that_keep_subjects_apart(ck_tree, tmp_pat
 def test_builders_take_the_default_paper_setting_and_custom_ones(tmp_path):
     from manet_jax.data import tfds_builders
 
-    for cls, raf in ((tfds_builders.CkPlusAligned, {}),
-                     (tfds_builders.RafDbAligned, dict(raf_source="original", raf_landmarks="manual5"))):
-        default = tfds_builders.make_builder(cls, align.AlignSpec(), tmp_path, **raf)
+    for cls, raf_opts in (
+        (tfds_builders.CkPlusAligned, {}),
+        (tfds_builders.RafDbAligned, dict(raf_source="original", raf_landmarks="manual5")),
+    ):
+        default = tfds_builders.make_builder(cls, align.AlignSpec(), tmp_path, **raf_opts)
         assert default.builder_config is cls.BUILDER_CONFIGS[0] and default.builder_config.size == 224
-        custom = tfds_builders.make_builder(cls, align.AlignSpec(112, transform="affine"), tmp_path, **raf)
+        custom = tfds_builders.make_builder(cls, align.AlignSpec(112, transform="affine"), tmp_path, **raf_opts)
         assert custom.builder_config.size == 112 and custom.builder_config.name != default.builder_config.name
 
 
@@ -119,17 +121,25 @@ def test_tfds_builders_give_the_examples_that_training_prepares(ck_tree, raf_tre
     from manet_jax.data.pipeline import tensorflow
 
     tensorflow()
-    cases = ((ck, ck_tree[0], tfds_builders.CkPlusAligned, dict(fold=1), {}),
-             (raf, raf_tree["root"], tfds_builders.RafDbAligned, dict(raf_landmarks="auto37", raf37_to_8=fixtures.RAF37_TO_8),
-              dict(raf_source="original", raf_landmarks="auto37", raf37_to_8=tuple(fixtures.RAF37_TO_8))))
+    cases = (
+        (ck, ck_tree[0], tfds_builders.CkPlusAligned, dict(fold=1), {}),
+        (
+            raf,
+            raf_tree["root"],
+            tfds_builders.RafDbAligned,
+            dict(raf_landmarks="auto37", raf37_to_8=fixtures.RAF37_TO_8),
+            dict(raf_source="original", raf_landmarks="auto37", raf37_to_8=tuple(fixtures.RAF37_TO_8)),
+        ),
+    )
     for module, source, cls, data, raf_opts in cases:
         cfg = _config(module, source, tmp_path / "cache", **data)
         train, test = datasets.load_splits(cfg, tmp_path, log=_quiet)
         ours = prepared.concatenate([train, test])
         index = {str(n): i for i, n in enumerate(ours.name)}
         builder = tfds_builders.make_builder(cls, align.AlignSpec(SIZE), tmp_path / "tfds", **raf_opts)
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            manual_dir=str(source), try_download_gcs=False))
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(source), try_download_gcs=False)
+        )
         seen = 0
         for split in builder.info.splits:
             for ex in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)):
@@ -202,10 +212,14 @@ def test_image_folder_classes_subjects_and_folds(tmp_path):
     assert len(train) + len(test) == 36
     subjects = sorted({e[4] for e in truth["records"]})  # 4, 7, 10, ... from 'S004', 'S007', ...
     assert set(test.subject_id) == {s for r, s in enumerate(subjects) if r % 10 == 1}
-    pooled = {(str(n).split("/")[0], str(n).split("/")[-1]): int(l) for n, l in
-              zip(np.concatenate([train.name, test.name]), np.concatenate([train.label, test.label]))}
+    pooled = {
+        (str(n).split("/")[0], str(n).split("/")[-1]): int(label)
+        for n, label in zip(np.concatenate([train.name, test.name]), np.concatenate([train.label, test.label]))
+    }
     assert pooled == {(e[1], e[2]): e[3] for e in truth["records"]}
-    np.testing.assert_allclose(train.landmarks8, np.broadcast_to(align.template_8(SIZE), train.landmarks8.shape), atol=1e-4)
+    np.testing.assert_allclose(
+        train.landmarks8, np.broadcast_to(align.template_8(SIZE), train.landmarks8.shape), atol=1e-4
+    )
     assert train.image.shape[1:] == (SIZE, SIZE, 3)  # 80..98 px grey and colour in, 96 RGB out
 
 
@@ -307,11 +321,14 @@ def test_missing_or_misshapen_ckplus_folder_says_what_is_expected(tmp_path):
         datasets.load_splits(cfg, tmp_path, log=_quiet)
 
 
-@pytest.mark.parametrize("content, line, what", [
-    ("   3.0000000e+00\n   1.0e+00\n", None, "one emotion code"),
-    ("three\n", 1, "emotion code 1..7"),
-    ("\n   9.0000000e+00\n", 2, "integer 1..7"),
-])
+@pytest.mark.parametrize(
+    "content, line, what",
+    [
+        ("   3.0000000e+00\n   1.0e+00\n", None, "one emotion code"),
+        ("three\n", 1, "emotion code 1..7"),
+        ("\n   9.0000000e+00\n", 2, "integer 1..7"),
+    ],
+)
 def test_malformed_emotion_file_names_file_and_line(tmp_path, content, line, what):
     f = tmp_path / "S005_001_00000011_emotion.txt"
     f.write_text(content)
@@ -392,8 +409,10 @@ def test_malformed_raf_label_file_names_file_and_line(raf_tree, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"(?s)empty has no EmoLabel/list_patition_label.txt.*whdeng"):
         rafdb.records(tmp_path / "empty")
-    shutil.copy(raf_tree["root"] / "Annotation" / "manual" / "train_00002_manu_attri.txt",
-                base / "Annotation" / "manual" / "train_00002_manu_attri.txt")
+    shutil.copy(
+        raf_tree["root"] / "Annotation" / "manual" / "train_00002_manu_attri.txt",
+        base / "Annotation" / "manual" / "train_00002_manu_attri.txt",
+    )
     labels.write_text("\n".join(line for line in lines if not line.startswith("test_")))  # no test lines
     with pytest.raises(rafdb.AnnotationError, match=r"list_patition_label.txt: no test_<number>.jpg lines"):
         rafdb.records(base)
@@ -402,23 +421,47 @@ def test_malformed_raf_label_file_names_file_and_line(raf_tree, tmp_path):
 def test_interrupted_split_writer_leaves_no_folder(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         with prepared.SplitWriter(tmp_path / "split", 3, 8, 68, {"class_names": ["a"]}) as w:
-            w.set(0, {"image": np.zeros((8, 8, 3), np.uint8), "landmarks8": np.zeros((8, 2)), "label": 0,
-                      "subject_id": 0, "landmarks": np.zeros((68, 2)), "name": "x"})
+            w.set(
+                0,
+                {
+                    "image": np.zeros((8, 8, 3), np.uint8),
+                    "landmarks8": np.zeros((8, 2)),
+                    "label": 0,
+                    "subject_id": 0,
+                    "landmarks": np.zeros((68, 2)),
+                    "name": "x",
+                },
+            )
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- train.py
-TINY = ["--config.model.input_size=96", "--config.model.width_multiplier=0.0625", "--config.model.fc_units=512",
-        "--config.train.batch_size=8", "--config.train.eval_batch_size=8", "--config.train.stage1_steps=2",
-        "--config.train.stage2_steps=2", "--config.train.eval_every=2", "--config.train.checkpoint_every=2",
-        "--config.train.log_every=1", "--config.train.progress_bar=False"]
+TINY = [
+    "--config.model.input_size=96",
+    "--config.model.width_multiplier=0.0625",
+    "--config.model.fc_units=512",
+    "--config.train.batch_size=8",
+    "--config.train.eval_batch_size=8",
+    "--config.train.stage1_steps=2",
+    "--config.train.stage2_steps=2",
+    "--config.train.eval_every=2",
+    "--config.train.checkpoint_every=2",
+    "--config.train.log_every=1",
+    "--config.train.progress_bar=False",
+]
 
 
 def test_train_py_runs_ck_fold3_on_the_fixture(ck_tree, tmp_path):
     root, _ = ck_tree
-    cmd = [sys.executable, "train.py", "--config=configs/ck_fold3.py", f"--workdir={tmp_path / 'run'}",
-           f"--config.data.data_dir={root}", *TINY]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "--config=configs/ck_fold3.py",
+        f"--workdir={tmp_path / 'run'}",
+        f"--config.data.data_dir={root}",
+        *TINY,
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "person-independent fold 3/10: 78 training and 6 test examples" in out.stdout

@@ -12,23 +12,25 @@ def eq4_reference(points8, image_size, mask_size, region_sizes=regions.DEFAULT_R
     height, width = image_size
     rows, cols = mask_size
     lam_y, lam_x = rows / height, cols / width
-    l = [np.asarray(p, np.float64) for p in points8]
+    pts = [np.asarray(p, np.float64) for p in points8]
     centres = [
         (width / 2, height / 2),
-        (l[1] + l[4]) / 2,
-        (l[0] + l[7]) / 2,
-        (l[1] + l[2]) / 2,
-        (l[3] + l[4]) / 2,
-        l[0],
-        l[5],
-        l[6],
+        (pts[1] + pts[4]) / 2,
+        (pts[0] + pts[7]) / 2,
+        (pts[1] + pts[2]) / 2,
+        (pts[3] + pts[4]) / 2,
+        pts[0],
+        pts[5],
+        pts[6],
     ]
     out = np.zeros((8, rows, cols), np.float32)
     for r, ((cx, cy), (fw, fh)) in enumerate(zip(centres, region_sizes)):
         w, h = fw * width, fh * height
         for i in range(rows):
             for j in range(cols):
-                if lam_y * (cy - h / 2) <= i <= lam_y * (cy + h / 2) and lam_x * (cx - w / 2) <= j <= lam_x * (cx + w / 2):
+                if lam_y * (cy - h / 2) <= i <= lam_y * (cy + h / 2) and lam_x * (cx - w / 2) <= j <= lam_x * (
+                    cx + w / 2
+                ):
                     out[r, i, j] = 1.0
     return out
 
@@ -144,7 +146,19 @@ def test_mirrored_landmarks_give_mirrored_boxes(seed):
 def test_mirror_68_swaps_known_pairs_and_agrees_with_mirror_8():
     perm = regions.IBUG68_MIRROR_PERM
     assert sorted(perm) == list(range(68))
-    for a, b in [(0, 16), (8, 8), (17, 26), (30, 30), (31, 35), (36, 45), (39, 42), (48, 54), (57, 57), (60, 64), (62, 62)]:
+    for a, b in [
+        (0, 16),
+        (8, 8),
+        (17, 26),
+        (30, 30),
+        (31, 35),
+        (36, 45),
+        (39, 42),
+        (48, 54),
+        (57, 57),
+        (60, 64),
+        (62, 62),
+    ]:
         assert perm[a] == b and perm[b] == a
     rng = np.random.default_rng(5)
     lm68 = rng.uniform(0, 224, (68, 2)).astype(np.float32)

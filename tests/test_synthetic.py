@@ -13,7 +13,7 @@ S = 112
 ANGER, CONTEMPT, DISGUST, FEAR, HAPPY, SADNESS, SURPRISE = range(7)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def split():
     """280 faces (40 per class) with part maps; shared by the geometry and cue tests."""
     return sy.generate_split(280, seed=7, image_size=S, num_subjects=12, return_parts=True)
@@ -44,30 +44,29 @@ def near_part(parts, lm, part, tol=1):
     for i in range(n):
         for j, (x, y) in enumerate(lm[i]):
             r, c = int(np.floor(y)), int(np.floor(x))
-            win = parts[i, max(r - tol, 0):r + tol + 1, max(c - tol, 0):c + tol + 1]
+            win = parts[i, max(r - tol, 0) : r + tol + 1, max(c - tol, 0) : c + tol + 1]
             out[i, j] = (win == part).any()
     return out
 
 
 def test_shapes_dtypes_and_ranges():
-    d = sy.generate_split(15, seed=1, image_size=S, num_subjects=4, subject_id_offset=10,
-                          return_parts=True)
-    assert set(d) == {'image', 'landmarks68', 'label', 'subject_id', 'parts'}
-    assert d['image'].shape == (15, S, S, 3) and d['image'].dtype == np.uint8
-    assert d['landmarks68'].shape == (15, 68, 2) and d['landmarks68'].dtype == np.float32
-    assert d['label'].shape == (15,) and d['label'].dtype == np.int32
-    assert d['subject_id'].shape == (15,) and d['subject_id'].dtype == np.int32
-    assert d['parts'].shape == (15, S, S) and d['parts'].dtype == np.uint8
-    assert set(np.unique(d['label'])) <= set(range(7))
-    assert set(np.unique(d['subject_id'])) == {10, 11, 12, 13}
-    assert d['parts'].max() <= sy.PART_HAIR
+    d = sy.generate_split(15, seed=1, image_size=S, num_subjects=4, subject_id_offset=10, return_parts=True)
+    assert set(d) == {"image", "landmarks68", "label", "subject_id", "parts"}
+    assert d["image"].shape == (15, S, S, 3) and d["image"].dtype == np.uint8
+    assert d["landmarks68"].shape == (15, 68, 2) and d["landmarks68"].dtype == np.float32
+    assert d["label"].shape == (15,) and d["label"].dtype == np.int32
+    assert d["subject_id"].shape == (15,) and d["subject_id"].dtype == np.int32
+    assert d["parts"].shape == (15, S, S) and d["parts"].dtype == np.uint8
+    assert set(np.unique(d["label"])) <= set(range(7))
+    assert set(np.unique(d["subject_id"])) == {10, 11, 12, 13}
+    assert d["parts"].max() <= sy.PART_HAIR
     # every face shows skin, brows, eyes, nose and mouth
     for p in (sy.PART_SKIN, sy.PART_BROW, sy.PART_EYE, sy.PART_NOSE, sy.PART_MOUTH):
-        assert ((d['parts'] == p).sum(axis=(1, 2)) > 0).all(), sy.PART_NAMES[p]
+        assert ((d["parts"] == p).sum(axis=(1, 2)) > 0).all(), sy.PART_NAMES[p]
     # images are not flat: background clutter and lighting give real variation
-    assert d['image'].reshape(15, -1).std(axis=1).min() > 10
-    assert 'parts' not in sy.generate_split(2, seed=1, image_size=S)
-    assert len(sy.CLASS_NAMES) == 7 and sy.CLASS_NAMES[1] == 'contempt'
+    assert d["image"].reshape(15, -1).std(axis=1).min() > 10
+    assert "parts" not in sy.generate_split(2, seed=1, image_size=S)
+    assert len(sy.CLASS_NAMES) == 7 and sy.CLASS_NAMES[1] == "contempt"
 
 
 def test_deterministic_and_seed_dependent():
@@ -76,88 +75,87 @@ def test_deterministic_and_seed_dependent():
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     c = sy.generate_split(10, seed=4, image_size=S, num_subjects=3)
-    assert not np.array_equal(a['image'], c['image'])
-    assert not np.array_equal(a['landmarks68'], c['landmarks68'])
+    assert not np.array_equal(a["image"], c["image"])
+    assert not np.array_equal(a["landmarks68"], c["landmarks68"])
     # asking for the part map draws nothing else differently
     d = sy.generate_split(10, seed=3, image_size=S, num_subjects=3)
-    np.testing.assert_array_equal(a['image'], d['image'])
-    np.testing.assert_array_equal(a['landmarks68'], d['landmarks68'])
+    np.testing.assert_array_equal(a["image"], d["image"])
+    np.testing.assert_array_equal(a["landmarks68"], d["landmarks68"])
     # example i is generate_face with child seed (seed, 2, i) and its subject's identity
     i = 6
     rng = np.random.default_rng(np.random.SeedSequence([3, 2, i]))
-    f = sy.generate_face(rng, int(a['label'][i]), sy.identity_for(3, int(a['subject_id'][i])), S)
-    np.testing.assert_array_equal(f['image'], a['image'][i])
-    np.testing.assert_array_equal(f['landmarks68'], a['landmarks68'][i])
+    f = sy.generate_face(rng, int(a["label"][i]), sy.identity_for(3, int(a["subject_id"][i])), S)
+    np.testing.assert_array_equal(f["image"], a["image"][i])
+    np.testing.assert_array_equal(f["landmarks68"], a["landmarks68"][i])
 
 
 def test_geometry_scales_with_image_size():
     """The same split at 224 is the same faces: landmarks exactly double."""
     a = sy.generate_split(7, seed=5, image_size=112)
     b = sy.generate_split(7, seed=5, image_size=224, return_parts=True)
-    assert b['image'].shape == (7, 224, 224, 3)
-    np.testing.assert_array_equal(a['label'], b['label'])
-    np.testing.assert_allclose(b['landmarks68'], 2 * a['landmarks68'], atol=1e-3)
-    on = near_part(b['parts'], b['landmarks68'][:, [48, 54, 57]], sy.PART_MOUTH)
+    assert b["image"].shape == (7, 224, 224, 3)
+    np.testing.assert_array_equal(a["label"], b["label"])
+    np.testing.assert_allclose(b["landmarks68"], 2 * a["landmarks68"], atol=1e-3)
+    on = near_part(b["parts"], b["landmarks68"][:, [48, 54, 57]], sy.PART_MOUTH)
     assert on.all()
 
 
 def test_class_balance_and_subjects():
     d = sy.generate_split(70, seed=2, image_size=48, num_subjects=7, subject_id_offset=100)
-    np.testing.assert_array_equal(np.bincount(d['label'], minlength=7), [10] * 7)
-    ids, counts = np.unique(d['subject_id'], return_counts=True)
+    np.testing.assert_array_equal(np.bincount(d["label"], minlength=7), [10] * 7)
+    ids, counts = np.unique(d["subject_id"], return_counts=True)
     np.testing.assert_array_equal(ids, np.arange(100, 107))
     assert counts.min() == counts.max() == 10
-    assert len(set(d['label'][d['subject_id'] == 100])) > 1  # subjects show several classes
+    assert len(set(d["label"][d["subject_id"] == 100])) > 1  # subjects show several classes
     odd = sy.generate_split(23, seed=2, image_size=48)
-    counts = np.bincount(odd['label'], minlength=7)
+    counts = np.bincount(odd["label"], minlength=7)
     assert counts.max() - counts.min() <= 1
-    assert not np.array_equal(odd['label'], np.arange(23) % 7)  # shuffled
+    assert not np.array_equal(odd["label"], np.arange(23) % 7)  # shuffled
 
 
 def test_train_and_test_subjects_are_disjoint():
     tr = sy.generate_split(30, seed=11, image_size=48, num_subjects=10)
     te = sy.generate_split(30, seed=12, image_size=48, num_subjects=5, subject_id_offset=10)
-    assert set(tr['subject_id']).isdisjoint(te['subject_id'])
-    assert set(te['subject_id']) == set(range(10, 15))
+    assert set(tr["subject_id"]).isdisjoint(te["subject_id"])
+    assert set(te["subject_id"]) == set(range(10, 15))
 
 
 def test_identity_fixed_per_subject():
     """Identity comes from (seed, subject id); at the default pose without lighting the
     drawn skin is exactly the identity's skin colour, whatever the expression."""
-    assert sy.identity_for(3, 5)['face_a'] == sy.identity_for(3, 5)['face_a']
-    assert sy.identity_for(3, 5)['face_a'] != sy.identity_for(3, 6)['face_a']
+    assert sy.identity_for(3, 5)["face_a"] == sy.identity_for(3, 5)["face_a"]
+    assert sy.identity_for(3, 5)["face_a"] != sy.identity_for(3, 6)["face_a"]
     idn = sy.identity_for(3, 5)
     for label in range(7):
-        f = sy.generate_face(np.random.default_rng(label), label, idn, S, return_parts=True,
-                             nuisance=False)
-        skin = np.median(f['image'][f['parts'] == sy.PART_SKIN], axis=0)
-        np.testing.assert_allclose(skin, np.clip(np.round(idn['skin']), 0, 255), atol=1)
-        hair = f['image'][f['parts'] == sy.PART_HAIR]
+        f = sy.generate_face(np.random.default_rng(label), label, idn, S, return_parts=True, nuisance=False)
+        skin = np.median(f["image"][f["parts"] == sy.PART_SKIN], axis=0)
+        np.testing.assert_allclose(skin, np.clip(np.round(idn["skin"]), 0, 255), atol=1)
+        hair = f["image"][f["parts"] == sy.PART_HAIR]
         if len(hair) > 50:
-            np.testing.assert_allclose(np.median(hair, axis=0), np.round(idn['hair']), atol=1)
+            np.testing.assert_allclose(np.median(hair, axis=0), np.round(idn["hair"]), atol=1)
 
 
 def test_skin_tone_consistent_within_subject(split):
     """Under full lighting nuisances, a subject's skin still varies less than across people."""
-    img, parts, sid = split['image'], split['parts'], split['subject_id']
-    med = np.array([np.median(img[i][parts[i] == sy.PART_SKIN].astype(float), axis=0)
-                    for i in range(len(img))])
+    img, parts, sid = split["image"], split["parts"], split["subject_id"]
+    med = np.array([np.median(img[i][parts[i] == sy.PART_SKIN].astype(float), axis=0) for i in range(len(img))])
     chroma = med / med.sum(1, keepdims=True)
     feat = np.concatenate([chroma[:, :2] * 10, med.mean(1, keepdims=True) / 50], 1)
     means = np.array([feat[sid == s].mean(0) for s in np.unique(sid)])
-    within = np.mean([np.linalg.norm(feat[sid == s] - m, axis=1).mean()
-                      for s, m in zip(np.unique(sid), means)])
+    within = np.mean([np.linalg.norm(feat[sid == s] - m, axis=1).mean() for s, m in zip(np.unique(sid), means)])
     between = np.linalg.norm(means[:, None] - means[None], axis=-1)
     between = between[np.triu_indices(len(means), 1)].mean()
     assert within < 0.6 * between, (within, between)
 
 
 def test_landmarks_lie_on_drawn_features(split):
-    lm, parts = split['landmarks68'], split['parts']
-    required = {sy.PART_MOUTH: [48, 54, 57, 51] + list(range(60, 68)),
-                sy.PART_EYE: list(range(36, 48)),
-                sy.PART_NOSE: [30, 31, 32, 33, 34, 35],
-                sy.PART_BROW: list(range(17, 27))}
+    lm, parts = split["landmarks68"], split["parts"]
+    required = {
+        sy.PART_MOUTH: [48, 54, 57, 51] + list(range(60, 68)),
+        sy.PART_EYE: list(range(36, 48)),
+        sy.PART_NOSE: [30, 31, 32, 33, 34, 35],
+        sy.PART_BROW: list(range(17, 27)),
+    }
     for part, idx in required.items():
         on = near_part(parts, lm[:, idx], part)
         bad = [(idx[j], float(on[:, j].mean())) for j in range(len(idx)) if not on[:, j].all()]
@@ -176,9 +174,8 @@ def test_pixel_centre_convention_and_registration():
     centre_err, shift = [], []
     for i in range(24):
         idn = sy.identity_for(2, i)
-        f = sy.generate_face(np.random.default_rng(i), i % 7, idn, size, return_parts=True,
-                             nuisance=False)
-        lm, parts, img = f['landmarks68'], f['parts'], f['image'].astype(float)
+        f = sy.generate_face(np.random.default_rng(i), i % 7, idn, size, return_parts=True, nuisance=False)
+        lm, parts, img = f["landmarks68"], f["parts"], f["image"].astype(float)
         for j in (19, 24):
             x, y = lm[j]
             rows = np.flatnonzero(parts[:, int(x)] == sy.PART_BROW)
@@ -186,20 +183,24 @@ def test_pixel_centre_convention_and_registration():
             centre_err.append(rows.mean() + 0.5 - y)
         x0, x1 = int(lm[17:27, 0].min()) - 3, int(lm[17:27, 0].max()) + 4
         y0, y1 = int(lm[17:27, 1].min()) - 9, int(lm[17:27, 1].max()) + 9
-        skin = np.clip(np.round(idn['skin']), 0, 255)
-        axis = skin - np.clip(np.round(idn['brow']), 0, 255)
+        skin = np.clip(np.round(idn["skin"]), 0, 255)
+        axis = skin - np.clip(np.round(idn["brow"]), 0, 255)
         dark = np.clip((skin - img[y0:y1, x0:x1]) @ axis / (axis @ axis), 0, 1)
         mask = (parts[y0:y1, x0:x1] == sy.PART_BROW).astype(float)
         rr, cc = np.mgrid[y0:y1, x0:x1] + 0.5
-        shift.append([(dark * rr).sum() / dark.sum() - (mask * rr).sum() / mask.sum(),
-                      (dark * cc).sum() / dark.sum() - (mask * cc).sum() / mask.sum()])
+        shift.append(
+            [
+                (dark * rr).sum() / dark.sum() - (mask * rr).sum() / mask.sum(),
+                (dark * cc).sum() / dark.sum() - (mask * cc).sum() / mask.sum(),
+            ]
+        )
     centre_err = np.array(centre_err)
     assert abs(centre_err.mean()) < 0.15 and np.abs(centre_err).max() < 0.75, centre_err
     assert (np.abs(np.median(shift, axis=0)) < 0.25).all(), np.median(shift, axis=0)
 
 
 def test_landmark_left_right_order(split):
-    lm = split['landmarks68']
+    lm = split["landmarks68"]
     x = lm[..., 0]
     assert (np.maximum(x[:, 36], x[:, 39]) < np.minimum(x[:, 42], x[:, 45])).all()
     assert (x[:, 36] < x[:, 39]).all() and (x[:, 42] < x[:, 45]).all()
@@ -219,7 +220,7 @@ def test_default_layout_is_an_aligned_crop():
     for i in range(21):
         idn = sy.identity_for(0, i)
         f = sy.generate_face(np.random.default_rng(i), i % 7, idn, S, nuisance=False)
-        lm = f['landmarks68'] / S
+        lm = f["landmarks68"] / S
         assert 0.36 < lm[36:48, 1].mean() < 0.44
         assert 0.70 < lm[48:68, 1].mean() < 0.82
         assert 0.55 < lm[16, 0] - lm[0, 0] < 0.72
@@ -233,7 +234,7 @@ def test_default_layout_is_an_aligned_crop():
 
 
 def test_class_cues_differ_measurably(split):
-    f, y = face_frame(split['landmarks68']), split['label']
+    f, y = face_frame(split["landmarks68"]), split["label"]
     # jaw drop: the inner-lip opening is largest for surprise, then fear
     opening = class_mean(f[:, 66, 1] - f[:, 62, 1], y)
     assert opening.argmax() == SURPRISE
@@ -266,7 +267,7 @@ def test_class_cues_differ_measurably(split):
 
 def test_wrinkle_cues_in_part_map(split):
     """Nose-bridge wrinkles (AU9) mark disgust; forehead lines mark surprise and fear."""
-    lm, parts, y = split['landmarks68'], split['parts'], split['label']
+    lm, parts, y = split["landmarks68"], split["parts"], split["label"]
     n = len(y)
     rows = np.arange(S)[:, None] + 0.5
     cols = np.arange(S)[None, :] + 0.5
@@ -292,19 +293,19 @@ def test_wrinkle_cues_in_part_map(split):
 def test_generate_face_contract():
     idn = sy.identity_for(0, 0)
     f = sy.generate_face(np.random.default_rng(0), 3, idn, 96, return_parts=True)
-    assert f['image'].shape == (96, 96, 3) and f['parts'].shape == (96, 96)
-    assert f['landmarks68'].shape == (68, 2)
-    with pytest.raises(ValueError, match='label'):
+    assert f["image"].shape == (96, 96, 3) and f["parts"].shape == (96, 96)
+    assert f["landmarks68"].shape == (68, 2)
+    with pytest.raises(ValueError, match="label"):
         sy.generate_face(np.random.default_rng(0), 7, idn, S)
-    with pytest.raises(ValueError, match='num_subjects'):
+    with pytest.raises(ValueError, match="num_subjects"):
         sy.generate_split(5, seed=0, num_subjects=0)
-    with pytest.raises(ValueError, match='image_size'):
+    with pytest.raises(ValueError, match="image_size"):
         sy.generate_split(1, seed=0, image_size=8)
 
 
 def test_contact_sheet():
     d = sy.generate_split(14, seed=0, image_size=32)
-    sheet = sy.contact_sheet(d['image'], d['label'], per_class=2)
+    sheet = sy.contact_sheet(d["image"], d["label"], per_class=2)
     assert sheet.shape == (7 * 32, 2 * 32, 3)
-    first_anger = d['image'][np.flatnonzero(d['label'] == 0)[0]]
+    first_anger = d["image"][np.flatnonzero(d["label"] == 0)[0]]
     np.testing.assert_array_equal(sheet[:32, :32], first_anger)

@@ -23,8 +23,7 @@ NAME = re.compile(r"^S(\d{3})_(\d{3})_(\d{8})\.png$")
 def exported(tmp_path_factory):
     """A tiny export (10 subjects x 7 faces, 64 px) and the rows export_folder reported."""
     root = tmp_path_factory.mktemp("export") / "faces"
-    rows = sy.export_folder(root, num_subjects=SUBJECTS, per_subject=PER_SUBJECT, seed=SEED,
-                            image_size=SIZE)
+    rows = sy.export_folder(root, num_subjects=SUBJECTS, per_subject=PER_SUBJECT, seed=SEED, image_size=SIZE)
     return root, rows
 
 
@@ -41,8 +40,7 @@ def _on_disk(root: Path) -> dict[str, tuple[int, str]]:
 
 def test_layout_names_and_reported_rows(exported):
     root, rows = exported
-    assert sorted(p.name for p in root.iterdir()) == sorted(
-        [*sy.CLASS_NAMES, sy.FOLDER_INFO, sy.FOLDER_FACES])
+    assert sorted(p.name for p in root.iterdir()) == sorted([*sy.CLASS_NAMES, sy.FOLDER_INFO, sy.FOLDER_FACES])
     disk = _on_disk(root)
     assert len(disk) == len(rows) == SUBJECTS * PER_SUBJECT
     assert disk == {r["path"]: (r["label"], r["subject"]) for r in rows}
@@ -57,14 +55,16 @@ def test_layout_names_and_reported_rows(exported):
     with Image.open(root / rows[0]["path"]) as im:
         assert im.size == (SIZE, SIZE) and im.mode == "RGB"
     info = json.loads((root / sy.FOLDER_INFO).read_text())
-    assert info["arguments"] == dict(out=str(root), num_subjects=SUBJECTS, per_subject=PER_SUBJECT,
-                                     seed=SEED, image_size=SIZE, hard=True)
+    assert info["arguments"] == dict(
+        out=str(root), num_subjects=SUBJECTS, per_subject=PER_SUBJECT, seed=SEED, image_size=SIZE, hard=True
+    )
     assert info["num_faces"] == len(rows) and info["expression_intensity"] == list(sy.HARD_INTENSITY)
     assert sum(info["class_counts"].values()) == len(rows)
     with open(root / sy.FOLDER_FACES, newline="") as f:
         table = list(csv.DictReader(f))
     assert [(t["path"], int(t["label"]), t["subject"]) for t in table] == [
-        (r["path"], r["label"], r["subject"]) for r in rows]
+        (r["path"], r["label"], r["subject"]) for r in rows
+    ]
 
 
 def test_labels_balanced_and_at_most_two_per_class_and_subject(exported):
@@ -73,8 +73,7 @@ def test_labels_balanced_and_at_most_two_per_class_and_subject(exported):
     assert counts.tolist() == [SUBJECTS * PER_SUBJECT // 7] * 7
     per = collections.Counter((r["subject"], r["label"]) for r in rows)
     assert max(per.values()) <= 2
-    assert collections.Counter(r["subject"] for r in rows) == {f"S{s:03d}": PER_SUBJECT
-                                                               for s in range(1, SUBJECTS + 1)}
+    assert collections.Counter(r["subject"] for r in rows) == {f"S{s:03d}": PER_SUBJECT for s in range(1, SUBJECTS + 1)}
     # The plan of the real set (100 x 10) and the extreme (14 per subject) keep both rules.
     for n, k in ((100, 10), (9, 14), (5, 3)):
         plan = sy.folder_plan(n, k, seed=0)
@@ -126,12 +125,9 @@ def test_same_arguments_give_byte_identical_files(exported, tmp_path):
     for rel in files:
         assert (root / rel).read_bytes() == (again / rel).read_bytes(), rel
     assert (root / sy.FOLDER_FACES).read_bytes() == (again / sy.FOLDER_FACES).read_bytes()
-    other = sy.export_folder(tmp_path / "other", num_subjects=1, per_subject=2, seed=SEED + 1,
-                             image_size=SIZE)
-    first = sy.export_folder(tmp_path / "first", num_subjects=1, per_subject=2, seed=SEED,
-                             image_size=SIZE)
-    assert (tmp_path / "other" / other[0]["path"]).read_bytes() != \
-        (tmp_path / "first" / first[0]["path"]).read_bytes()
+    other = sy.export_folder(tmp_path / "other", num_subjects=1, per_subject=2, seed=SEED + 1, image_size=SIZE)
+    first = sy.export_folder(tmp_path / "first", num_subjects=1, per_subject=2, seed=SEED, image_size=SIZE)
+    assert (tmp_path / "other" / other[0]["path"]).read_bytes() != (tmp_path / "first" / first[0]["path"]).read_bytes()
 
 
 def test_existing_folder_is_refused_and_failures_leave_nothing(tmp_path, monkeypatch):

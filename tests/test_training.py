@@ -120,8 +120,14 @@ def test_each_stage_leaves_the_other_partition_bit_identical(stage):
 
 def test_eight_devices_match_one_device():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, str(ROOT / "tests" / "_multidevice_step.py")], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "_multidevice_step.py")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     for stage in ("1", "2"):
@@ -140,18 +146,21 @@ def test_global_batch_must_divide_over_devices():
         training.validate_config(cfg)
 
 
-@pytest.mark.parametrize("key, value, says", [
-    ("model.num_regions", 7, "config.model.num_regions=7 with 8 model.region_sizes"),
-    ("data.pixel_mean", (129.0, 104.0), r"config.data.pixel_mean must be 3 numbers .*\(129.0, 104.0\)"),
-    ("model.num_classes", 1, "config.model.num_classes must be >= 2"),
-    ("model.width_multiplier", 0.0, "config.model.width_multiplier must be > 0"),
-    ("model.dropout_rate", 1.0, r"config.model.dropout_rate must be in \[0, 1\)"),
-    ("train.stage2_learning_rate", float("nan"), "config.train.stage2_learning_rate must be a positive number"),
-    ("train.lr_decay_factor", 0.0, r"config.train.lr_decay_factor must be in \(0, 1\]"),
-    ("train.lr_decay_every", 0, "config.train.lr_decay_every must be >= 1"),
-    ("train.warmup_steps", -1, "config.train.warmup_steps must be >= 0"),
-    ("data.augment.rotate", -5.0, "config.data.augment.rotate must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "key, value, says",
+    [
+        ("model.num_regions", 7, "config.model.num_regions=7 with 8 model.region_sizes"),
+        ("data.pixel_mean", (129.0, 104.0), r"config.data.pixel_mean must be 3 numbers .*\(129.0, 104.0\)"),
+        ("model.num_classes", 1, "config.model.num_classes must be >= 2"),
+        ("model.width_multiplier", 0.0, "config.model.width_multiplier must be > 0"),
+        ("model.dropout_rate", 1.0, r"config.model.dropout_rate must be in \[0, 1\)"),
+        ("train.stage2_learning_rate", float("nan"), "config.train.stage2_learning_rate must be a positive number"),
+        ("train.lr_decay_factor", 0.0, r"config.train.lr_decay_factor must be in \(0, 1\]"),
+        ("train.lr_decay_every", 0, "config.train.lr_decay_every must be >= 1"),
+        ("train.warmup_steps", -1, "config.train.warmup_steps must be >= 0"),
+        ("data.augment.rotate", -5.0, "config.data.augment.rotate must be >= 0"),
+    ],
+)
 def test_bad_config_values_are_refused_up_front_by_key(key, value, says):
     """Each used to fail deep inside JAX or tf.data (or train silently on nonsense)."""
     cfg = tiny_config()
@@ -195,15 +204,29 @@ def test_nan_is_caught_before_a_checkpoint_between_log_lines(tmp_path):
 
 
 def _train_cmd(workdir):
-    return [sys.executable, "train.py", "--config=configs/synthetic.py", f"--workdir={workdir}",
-            "--config.model.input_size=96", "--config.model.width_multiplier=0.0625",
-            "--config.model.fc_units=512", "--config.data.num_train=40", "--config.data.num_test=16",
-            "--config.data.num_train_subjects=6", "--config.data.num_test_subjects=3",
-            "--config.train.batch_size=8", "--config.train.eval_batch_size=8",
-            "--config.train.stage1_steps=6", "--config.train.stage2_steps=6",
-            "--config.train.checkpoint_every=2", "--config.train.eval_every=6", "--config.train.log_every=1",
-            "--config.train.stage1_learning_rate=1e-4", "--config.train.stage2_learning_rate=1e-3",
-            "--config.train.progress_bar=False"]
+    return [
+        sys.executable,
+        "train.py",
+        "--config=configs/synthetic.py",
+        f"--workdir={workdir}",
+        "--config.model.input_size=96",
+        "--config.model.width_multiplier=0.0625",
+        "--config.model.fc_units=512",
+        "--config.data.num_train=40",
+        "--config.data.num_test=16",
+        "--config.data.num_train_subjects=6",
+        "--config.data.num_test_subjects=3",
+        "--config.train.batch_size=8",
+        "--config.train.eval_batch_size=8",
+        "--config.train.stage1_steps=6",
+        "--config.train.stage2_steps=6",
+        "--config.train.checkpoint_every=2",
+        "--config.train.eval_every=6",
+        "--config.train.log_every=1",
+        "--config.train.stage1_learning_rate=1e-4",
+        "--config.train.stage2_learning_rate=1e-3",
+        "--config.train.progress_bar=False",
+    ]
 
 
 @pytest.mark.slow
@@ -234,8 +257,19 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
 
 
 def test_unknown_config_key_is_refused_by_name(tmp_path):
-    out = subprocess.run([sys.executable, "train.py", "--config=configs/synthetic.py", f"--workdir={tmp_path}",
-                          "--config.train.stage3_steps=5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "--config=configs/synthetic.py",
+            f"--workdir={tmp_path}",
+            "--config.train.stage3_steps=5",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode != 0
     assert "stage3_steps" in out.stderr
     assert not (tmp_path / "checkpoints").exists()

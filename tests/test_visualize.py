@@ -5,8 +5,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -81,8 +81,9 @@ def test_grad_cam_equals_a_hand_split_network(variant, layer):
     grads = jax.grad(lambda a: jnp.sum(head(params["ersnet"], a)[np.arange(2), target]))(acts)
     expected = _numpy_cam(np.asarray(acts), np.asarray(grads))
 
-    cam, raw = vis.grad_cam(model, params, images, layer=layer, return_raw=True,
-                            target_class=None if layer == "conv5" else 3)
+    cam, raw = vis.grad_cam(
+        model, params, images, layer=layer, return_raw=True, target_class=None if layer == "conv5" else 3
+    )
     np.testing.assert_allclose(raw, expected, rtol=1e-4, atol=1e-6 * expected.max())
     up = np.asarray(jax.image.resize(expected, (2, 96, 96), "bilinear"))
     peak = up.max(axis=(1, 2), keepdims=True)
@@ -93,8 +94,10 @@ def test_grad_cam_equals_a_hand_split_network(variant, layer):
 def test_all_zero_cam_stays_zero():
     cfg, model, params, images = tiny("vgg")
     dead = jax.tree.map(lambda a: a, params)  # conv5_3 outputs ReLU(-1) = 0: no evidence, no 0/0
-    dead["ersnet"]["conv5_3"] = {"kernel": jnp.zeros_like(params["ersnet"]["conv5_3"]["kernel"]),
-                                 "bias": -jnp.ones_like(params["ersnet"]["conv5_3"]["bias"])}
+    dead["ersnet"]["conv5_3"] = {
+        "kernel": jnp.zeros_like(params["ersnet"]["conv5_3"]["kernel"]),
+        "bias": -jnp.ones_like(params["ersnet"]["conv5_3"]["bias"]),
+    }
     cam, raw = vis.grad_cam(model, dead, images, return_raw=True)
     assert np.all(raw == 0) and np.all(cam == 0)
 

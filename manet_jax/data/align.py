@@ -33,42 +33,79 @@ from manet_jax import regions
 
 # OpenFace's mean 68-point shape (x, y), iBUG order. Copyright 2015-2016 Carnegie Mellon
 # University, Apache License 2.0 (https://github.com/cmusatyalab/openface, align_dlib.py).
-OPENFACE_TEMPLATE_68 = np.array([
-    (0.0792396913815, 0.339223741112), (0.0829219487236, 0.456955367943),
-    (0.0967927109165, 0.575648016728), (0.122141515615, 0.691921601066),
-    (0.168687863544, 0.800341263616), (0.239789390707, 0.895732504778),
-    (0.325662452515, 0.977068762493), (0.422318282013, 1.04329000149),
-    (0.531777802068, 1.06080371126), (0.641296298053, 1.03981924107),
-    (0.738105872266, 0.972268833998), (0.824444363295, 0.889624082279),
-    (0.894792677532, 0.792494155836), (0.939395486253, 0.681546643421),
-    (0.96111933829, 0.562238253072), (0.970579841181, 0.441758925744),
-    (0.971193274221, 0.322118743967), (0.163846223133, 0.249151738053),
-    (0.21780354657, 0.204255863861), (0.291299351124, 0.192367318323),
-    (0.367460241458, 0.203582210627), (0.4392945113, 0.233135599851),
-    (0.586445962425, 0.228141644834), (0.660152671635, 0.195923841854),
-    (0.737466449096, 0.182360984545), (0.813236546239, 0.192828009114),
-    (0.8707571886, 0.235293377042), (0.51534533827, 0.31863546193),
-    (0.516221448289, 0.396200446263), (0.517118861835, 0.473797687758),
-    (0.51816430343, 0.553157797772), (0.433701156035, 0.604054457668),
-    (0.475501237769, 0.62076344024), (0.520712933176, 0.634268222208),
-    (0.565874114041, 0.618796581487), (0.607054002672, 0.60157671656),
-    (0.252418718401, 0.331052263829), (0.298663015648, 0.302646354002),
-    (0.355749724218, 0.303020650651), (0.403718978315, 0.33867711083),
-    (0.352507175597, 0.349987615384), (0.296791759886, 0.350478978225),
-    (0.631326076346, 0.334136672344), (0.679073381078, 0.29645404267),
-    (0.73597236153, 0.294721285802), (0.782865376271, 0.321305281656),
-    (0.740312274764, 0.341849376713), (0.68499850091, 0.343734332172),
-    (0.353167761422, 0.746189164237), (0.414587777921, 0.719053835073),
-    (0.477677654595, 0.706835892494), (0.522732900812, 0.717092275768),
-    (0.569832064287, 0.705414478982), (0.635195811927, 0.71565572516),
-    (0.69951672331, 0.739419187253), (0.639447159575, 0.805236879972),
-    (0.576410514055, 0.835436670169), (0.525398405766, 0.841706377792),
-    (0.47641545769, 0.837505914975), (0.41379548902, 0.810045601727),
-    (0.380084785646, 0.749979603086), (0.477955996282, 0.74513234612),
-    (0.523389793327, 0.748924302636), (0.571057789237, 0.74332894691),
-    (0.672409137852, 0.744177032192), (0.572539621444, 0.776609286626),
-    (0.5240106503, 0.783370783245), (0.477561227414, 0.778476346951),
-], np.float64)
+OPENFACE_TEMPLATE_68 = np.array(
+    [
+        (0.0792396913815, 0.339223741112),
+        (0.0829219487236, 0.456955367943),
+        (0.0967927109165, 0.575648016728),
+        (0.122141515615, 0.691921601066),
+        (0.168687863544, 0.800341263616),
+        (0.239789390707, 0.895732504778),
+        (0.325662452515, 0.977068762493),
+        (0.422318282013, 1.04329000149),
+        (0.531777802068, 1.06080371126),
+        (0.641296298053, 1.03981924107),
+        (0.738105872266, 0.972268833998),
+        (0.824444363295, 0.889624082279),
+        (0.894792677532, 0.792494155836),
+        (0.939395486253, 0.681546643421),
+        (0.96111933829, 0.562238253072),
+        (0.970579841181, 0.441758925744),
+        (0.971193274221, 0.322118743967),
+        (0.163846223133, 0.249151738053),
+        (0.21780354657, 0.204255863861),
+        (0.291299351124, 0.192367318323),
+        (0.367460241458, 0.203582210627),
+        (0.4392945113, 0.233135599851),
+        (0.586445962425, 0.228141644834),
+        (0.660152671635, 0.195923841854),
+        (0.737466449096, 0.182360984545),
+        (0.813236546239, 0.192828009114),
+        (0.8707571886, 0.235293377042),
+        (0.51534533827, 0.31863546193),
+        (0.516221448289, 0.396200446263),
+        (0.517118861835, 0.473797687758),
+        (0.51816430343, 0.553157797772),
+        (0.433701156035, 0.604054457668),
+        (0.475501237769, 0.62076344024),
+        (0.520712933176, 0.634268222208),
+        (0.565874114041, 0.618796581487),
+        (0.607054002672, 0.60157671656),
+        (0.252418718401, 0.331052263829),
+        (0.298663015648, 0.302646354002),
+        (0.355749724218, 0.303020650651),
+        (0.403718978315, 0.33867711083),
+        (0.352507175597, 0.349987615384),
+        (0.296791759886, 0.350478978225),
+        (0.631326076346, 0.334136672344),
+        (0.679073381078, 0.29645404267),
+        (0.73597236153, 0.294721285802),
+        (0.782865376271, 0.321305281656),
+        (0.740312274764, 0.341849376713),
+        (0.68499850091, 0.343734332172),
+        (0.353167761422, 0.746189164237),
+        (0.414587777921, 0.719053835073),
+        (0.477677654595, 0.706835892494),
+        (0.522732900812, 0.717092275768),
+        (0.569832064287, 0.705414478982),
+        (0.635195811927, 0.71565572516),
+        (0.69951672331, 0.739419187253),
+        (0.639447159575, 0.805236879972),
+        (0.576410514055, 0.835436670169),
+        (0.525398405766, 0.841706377792),
+        (0.47641545769, 0.837505914975),
+        (0.41379548902, 0.810045601727),
+        (0.380084785646, 0.749979603086),
+        (0.477955996282, 0.74513234612),
+        (0.523389793327, 0.748924302636),
+        (0.571057789237, 0.74332894691),
+        (0.672409137852, 0.744177032192),
+        (0.572539621444, 0.776609286626),
+        (0.5240106503, 0.783370783245),
+        (0.477561227414, 0.778476346951),
+    ],
+    np.float64,
+)
 
 DEFAULT_FACE_BOX = (0.2, 0.3, 0.8, 0.9)  # (left, top, right, bottom) fractions of the crop
 IBUG68_RIGID = tuple(range(27, 48))  # nose (27-35) and eyes (36-47)
@@ -96,16 +133,24 @@ class AlignSpec:
             raise ValueError(f"config.data.align_points must be one of {ALIGN_POINTS}, got {self.points!r}")
         left, top, right, bottom = self.face_box
         if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
-            raise ValueError(f"config.data.face_box must be (left, top, right, bottom) fractions in [0, 1], got {self.face_box}")
+            raise ValueError(
+                f"config.data.face_box must be (left, top, right, bottom) fractions in [0, 1], got {self.face_box}"
+            )
 
     @classmethod
-    def from_config(cls, data_config, size: int) -> "AlignSpec":
-        return cls(size, tuple(float(v) for v in data_config.face_box), data_config.align_transform,
-                   data_config.align_points)
+    def from_config(cls, data_config, size: int) -> AlignSpec:
+        return cls(
+            size, tuple(float(v) for v in data_config.face_box), data_config.align_transform, data_config.align_points
+        )
 
     def describe(self) -> dict:
-        return {"size": self.size, "face_box": list(self.face_box), "transform": self.transform, "points": self.points,
-                "template": "OpenFace 68-point mean shape, min-max normalised"}
+        return {
+            "size": self.size,
+            "face_box": list(self.face_box),
+            "transform": self.transform,
+            "points": self.points,
+            "template": "OpenFace 68-point mean shape, min-max normalised",
+        }
 
 
 def template_68(size: int = 224, face_box=DEFAULT_FACE_BOX) -> np.ndarray:
@@ -119,7 +164,9 @@ def template_68(size: int = 224, face_box=DEFAULT_FACE_BOX) -> np.ndarray:
 def ibug68_to_five(points68: np.ndarray) -> np.ndarray:
     """(..., 68, 2) -> (..., 5, 2): eye centres, nose tip, mouth corners (image-left first)."""
     p = np.asarray(points68)
-    return np.stack([p[..., 36:42, :].mean(-2), p[..., 42:48, :].mean(-2), p[..., 30, :], p[..., 48, :], p[..., 54, :]], -2)
+    return np.stack(
+        [p[..., 36:42, :].mean(-2), p[..., 42:48, :].mean(-2), p[..., 30, :], p[..., 48, :], p[..., 54, :]], -2
+    )
 
 
 def template_points(scheme: str, size: int = 224, face_box=DEFAULT_FACE_BOX) -> np.ndarray:
@@ -158,7 +205,7 @@ def fit_transform(src, dst, kind: str = "similarity") -> np.ndarray:
     u, sig, vt = np.linalg.svd(cov)
     sign = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])  # no reflections
     rotation = u @ sign @ vt
-    var = (s ** 2).sum() / len(src)
+    var = (s**2).sum() / len(src)
     if var == 0:
         raise ValueError("landmarks are all at one point; cannot fit a transform")
     scale = np.trace(np.diag(sig) @ sign) / var
@@ -178,8 +225,13 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     full = np.vstack([matrix, [0.0, 0.0, 1.0]])
     inverse = np.linalg.inv(full)[:2]  # Pillow maps output coordinates to input coordinates
     pil = Image.fromarray(np.ascontiguousarray(image))
-    out = pil.transform((size, size), Image.Transform.AFFINE, data=tuple(inverse.ravel()),
-                        resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+    out = pil.transform(
+        (size, size),
+        Image.Transform.AFFINE,
+        data=tuple(inverse.ravel()),
+        resample=Image.Resampling.BILINEAR,
+        fillcolor=(0, 0, 0),
+    )
     return np.asarray(out, np.uint8)
 
 
@@ -252,7 +304,7 @@ def center_square(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    square = image[top:top + side, left:left + side]
+    square = image[top : top + side, left : left + side]
     if side == size:
         return np.ascontiguousarray(square)
     return np.asarray(Image.fromarray(square).resize((size, size), Image.Resampling.BILINEAR), np.uint8)
@@ -280,8 +332,9 @@ def load_image(path) -> np.ndarray:
             raise
         raise ImageDecodeError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
     if min(arr.shape[:2]) < MIN_IMAGE_SIDE:
-        raise ImageDecodeError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]} px; a face needs at least "
-                               f"{MIN_IMAGE_SIDE} px a side")
+        raise ImageDecodeError(
+            f"{path}: image is {arr.shape[1]}x{arr.shape[0]} px; a face needs at least {MIN_IMAGE_SIDE} px a side"
+        )
     return as_rgb(arr)
 
 

@@ -37,8 +37,10 @@ def read_points(path, num_points: int, more_lines_follow: bool = False) -> np.nd
         except ValueError:
             raise AnnotationError(f"{path}, line {line_no}: expected two numbers 'x y', got {line.strip()!r}") from None
         if not (abs(x) <= MAX_COORDINATE and abs(y) <= MAX_COORDINATE):  # also NaN, inf and float32 overflow
-            raise AnnotationError(f"{path}, line {line_no}: landmark is not a finite pixel position "
-                                  f"(|x|, |y| <= {MAX_COORDINATE:g}): {line.strip()!r}")
+            raise AnnotationError(
+                f"{path}, line {line_no}: landmark is not a finite pixel position "
+                f"(|x|, |y| <= {MAX_COORDINATE:g}): {line.strip()!r}"
+            )
         points.append((x, y))
     if len(points) != num_points:
         where = " at the top" if more_lines_follow else ""

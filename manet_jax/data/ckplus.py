@@ -113,8 +113,10 @@ def _frames_up_to_peak(image_dir: Path, emotion_file: Path) -> list[tuple[int, P
         return frames
     peak = int(m.group(3))
     if peak not in {frame for frame, _ in frames}:
-        raise LayoutError(f"{emotion_file} labels frame {m.group(3)} (the peak) but {image_dir} has no "
-                          f"{m.group(1)}_{m.group(2)}_{m.group(3)}.png")
+        raise LayoutError(
+            f"{emotion_file} labels frame {m.group(3)} (the peak) but {image_dir} has no "
+            f"{m.group(1)}_{m.group(2)}_{m.group(3)}.png"
+        )
     return [(frame, image) for frame, image in frames if frame <= peak]
 
 
@@ -132,16 +134,20 @@ def records(root, frames_per_sequence: int = FRAMES_PER_SEQUENCE) -> list[Record
             raise LayoutError(f"{emotion_file} labels sequence {subject}/{sequence} but {image_dir} does not exist")
         frames = _frames_up_to_peak(image_dir, emotion_file)
         if len(frames) < frames_per_sequence:
-            raise LayoutError(f"{image_dir} holds {len(frames)} frames up to the peak; the protocol needs the last "
-                              f"{frames_per_sequence}")
+            raise LayoutError(
+                f"{image_dir} holds {len(frames)} frames up to the peak; the protocol needs the last "
+                f"{frames_per_sequence}"
+            )
         for frame, image in frames[-frames_per_sequence:]:
             lm = layout["Landmarks"] / subject / sequence / f"{image.stem}_landmarks.txt"
             if not lm.is_file():
                 raise LayoutError(f"no landmark file {lm} for frame {image}")
             out.append(Record(image, lm, label - 1, subject, sequence, frame, str(image.relative_to(root))))
     if not out:
-        raise LayoutError(f"no labelled sequences found under {layout['Emotion']} (expected S*/*/*_emotion.txt)."
-                          f"\n\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+        raise LayoutError(
+            f"no labelled sequences found under {layout['Emotion']} (expected S*/*/*_emotion.txt)."
+            f"\n\n{MANUAL_DOWNLOAD_INSTRUCTIONS}"
+        )
     return out
 
 
@@ -160,7 +166,9 @@ def load_example(record: Record, spec: align.AlignSpec) -> dict:
     try:
         crop, aligned, _ = align.align_face(image, landmarks, "ibug68", spec)
     except ValueError as err:
-        raise AnnotationError(f"{record.landmarks}: cannot align {record.image.name} with these landmarks ({err})") from err
+        raise AnnotationError(
+            f"{record.landmarks}: cannot align {record.image.name} with these landmarks ({err})"
+        ) from err
     return {
         "image": crop,
         "landmarks": aligned,

@@ -27,6 +27,7 @@ import numpy as np
 from manet_jax import defaults
 from manet_jax.data import align, folds, prepared
 
+
 def cache_root(config, workdir) -> Path:
     """config.data.cache_dir, or <workdir>/data when it is empty."""
     return Path(config.data.cache_dir).expanduser() if config.data.cache_dir else Path(workdir) / "data"
@@ -47,18 +48,23 @@ def load_splits(config, workdir, log=print) -> tuple[prepared.PreparedSplit, pre
     return apply_fold(train, test, config.data.fold, log, name)
 
 
-def apply_fold(train: prepared.PreparedSplit, test: prepared.PreparedSplit | None, fold: int, log=print,
-               name: str = "data set"):
+def apply_fold(
+    train: prepared.PreparedSplit, test: prepared.PreparedSplit | None, fold: int, log=print, name: str = "data set"
+):
     """fold 0: the data set's own split; fold k: CK+-style person-independent fold k of all examples."""
     if not fold:
         if test is None:
-            raise ValueError(f"{name} has no official test split: set config.data.fold to 1..10 "
-                             f"(person-independent 10-fold cross-validation)")
+            raise ValueError(
+                f"{name} has no official test split: set config.data.fold to 1..10 "
+                f"(person-independent 10-fold cross-validation)"
+            )
         return train, test
     pooled = train if test is None else prepared.concatenate([train, test])
     train_idx, test_idx = folds.fold_split(pooled.subject_id, fold)
-    log(f"person-independent fold {fold}/10: {len(train_idx)} training and {len(test_idx)} test examples "
-        f"({len(np.unique(pooled.subject_id[test_idx]))} test subjects)")
+    log(
+        f"person-independent fold {fold}/10: {len(train_idx)} training and {len(test_idx)} test examples "
+        f"({len(np.unique(pooled.subject_id[test_idx]))} test subjects)"
+    )
     return pooled.subset(train_idx), pooled.subset(test_idx)
 
 
@@ -71,10 +77,15 @@ def _synthetic(config, root: Path, log) -> tuple[prepared.PreparedSplit, prepare
         f"-test{d.num_test}x{d.num_test_subjects}-seed{d.seed}"
     )
     specs = {
-        "train": dict(num_examples=d.num_train, seed=10_000 + d.seed, num_subjects=d.num_train_subjects,
-                      subject_id_offset=0),
-        "test": dict(num_examples=d.num_test, seed=20_000 + d.seed, num_subjects=d.num_test_subjects,
-                     subject_id_offset=d.num_train_subjects),
+        "train": dict(
+            num_examples=d.num_train, seed=10_000 + d.seed, num_subjects=d.num_train_subjects, subject_id_offset=0
+        ),
+        "test": dict(
+            num_examples=d.num_test,
+            seed=20_000 + d.seed,
+            num_subjects=d.num_test_subjects,
+            subject_id_offset=d.num_train_subjects,
+        ),
     }
     splits = []
     for split, spec in specs.items():
@@ -82,9 +93,13 @@ def _synthetic(config, root: Path, log) -> tuple[prepared.PreparedSplit, prepare
         if not prepared.is_prepared(path):
             start = time.time()
             arrays = synthetic.generate_split(image_size=size, **spec)
-            prepared.write_split(path, arrays, {"class_names": list(synthetic.CLASS_NAMES), "source": "synthetic", **spec})
-            log(f"generated {spec['num_examples']} synthetic {split} faces at {size}x{size} in "
-                f"{time.time() - start:.1f}s -> {path}")
+            prepared.write_split(
+                path, arrays, {"class_names": list(synthetic.CLASS_NAMES), "source": "synthetic", **spec}
+            )
+            log(
+                f"generated {spec['num_examples']} synthetic {split} faces at {size}x{size} in "
+                f"{time.time() - start:.1f}s -> {path}"
+            )
         splits.append(prepared.read_split(path))
     return splits[0], splits[1]
 
@@ -97,8 +112,9 @@ def _source_dir(config) -> Path:
 
 def raf_options(data) -> dict:
     """RAF-DB's source options from config.data (they name the prepared cache and the TFDS config)."""
-    raf = dict(raf_source=data.raf_source, raf_landmarks=data.raf_landmarks,
-               raf37_to_8=tuple(int(i) for i in data.raf37_to_8))
+    raf = dict(
+        raf_source=data.raf_source, raf_landmarks=data.raf_landmarks, raf37_to_8=tuple(int(i) for i in data.raf37_to_8)
+    )
     if raf["raf37_to_8"] and len(raf["raf37_to_8"]) != 8:
         raise ValueError(f"config.data.raf37_to_8 must hold 8 indices, got {list(raf['raf37_to_8'])}")
     return raf
@@ -115,8 +131,9 @@ def cache_name(spec: align.AlignSpec, **raf) -> str:
     return name
 
 
-def _write_split(path: Path, examples, num_examples: int, spec: align.AlignSpec, num_landmarks: int, info: dict,
-                 name_length: int) -> None:
+def _write_split(
+    path: Path, examples, num_examples: int, spec: align.AlignSpec, num_landmarks: int, info: dict, name_length: int
+) -> None:
     """Stream examples (dicts in the prepared layout) into a new split, committed atomically."""
     with prepared.SplitWriter(path, num_examples, spec.size, num_landmarks, info, name_length=name_length) as writer:
         for i, example in enumerate(examples):
@@ -156,16 +173,31 @@ def _annotated(config, root: Path, log):
         else:
             records = rafdb.records(source, d.raf_source, d.raf_landmarks)
             by_split = {s: [r for r in records if r.split == s] for s in split_names}
-            load = functools.partial(rafdb.load_example, spec=spec, landmark_set=d.raf_landmarks,
-                                     raf37_to_8=raf["raf37_to_8"])
+            load = functools.partial(
+                rafdb.load_example, spec=spec, landmark_set=d.raf_landmarks, raf37_to_8=raf["raf37_to_8"]
+            )
         for split, path in paths.items():
             if prepared.is_prepared(path):
                 continue
             records = by_split[split]
-            info = {"class_names": list(class_names), "source": d.name, "source_dir": str(source),
-                    "landmark_scheme": scheme, "align": spec.describe(), "split": split, **raf}
-            _write_split(path, map(load, records), len(records), spec, num_landmarks, info,
-                         name_length=max(len(r.name) for r in records) + 1)
+            info = {
+                "class_names": list(class_names),
+                "source": d.name,
+                "source_dir": str(source),
+                "landmark_scheme": scheme,
+                "align": spec.describe(),
+                "split": split,
+                **raf,
+            }
+            _write_split(
+                path,
+                map(load, records),
+                len(records),
+                spec,
+                num_landmarks,
+                info,
+                name_length=max(len(r.name) for r in records) + 1,
+            )
         log(f"prepared {d.name} in {time.time() - start:.1f}s -> {folder}")
     splits = {s: prepared.read_split(p) for s, p in paths.items()}
     recorded = splits[split_names[0]].info.get("source_dir")
@@ -190,8 +222,10 @@ def _report_suspicious_files(cache: Path, find_notes, log) -> None:
     if not notes:
         return
     counts = Counter(reason.split(" of ")[0] for _, reason in notes)
-    log(f"{len(notes)} files skipped or suspicious ({'; '.join(f'{n} {r}' for r, n in counts.items())}); "
-        f"the list: {report}")
+    log(
+        f"{len(notes)} files skipped or suspicious ({'; '.join(f'{n} {r}' for r, n in counts.items())}); "
+        f"the list: {report}"
+    )
 
 
 def _folder(config, root: Path, log):
@@ -209,21 +243,37 @@ def _folder(config, root: Path, log):
     recs = {s: image_folder.records(f, class_names, d.subject_regex) for s, f in split_dirs.items()}
     all_subjects = [r.subject for rs in recs.values() for r in rs]
     ids = image_folder.subject_ids(all_subjects)
-    digest = hashlib.sha1(json.dumps({
-        "source": str(source), "classes": class_names, "regex": d.subject_regex, "align": spec.describe(),
-        "files": [(r.name, st.st_size, st.st_mtime_ns) for rs in recs.values() for r in rs for st in [r.image.stat()]],
-    }, sort_keys=True).encode()).hexdigest()[:12]
+    digest = hashlib.sha1(
+        json.dumps(
+            {
+                "source": str(source),
+                "classes": class_names,
+                "regex": d.subject_regex,
+                "align": spec.describe(),
+                "files": [
+                    (r.name, st.st_size, st.st_mtime_ns) for rs in recs.values() for r in rs for st in [r.image.stat()]
+                ],
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:12]
     cache = root / "prepared" / "folder" / f"{source.name}-{digest}"
     _report_suspicious_files(cache, lambda: image_folder.suspicious_files(split_dirs, class_names, recs), log)
     out, offset = {}, 0
     for split, rs in recs.items():
         path = cache / split
-        split_ids = ids[offset:offset + len(rs)]
+        split_ids = ids[offset : offset + len(rs)]
         offset += len(rs)
         if not prepared.is_prepared(path):
             start = time.time()
-            info = {"class_names": list(class_names), "source": "folder", "source_dir": str(source),
-                    "landmark_scheme": "template", "align": spec.describe(), "subject_regex": d.subject_regex}
+            info = {
+                "class_names": list(class_names),
+                "source": "folder",
+                "source_dir": str(source),
+                "landmark_scheme": "template",
+                "align": spec.describe(),
+                "subject_regex": d.subject_regex,
+            }
             examples = (image_folder.load_example(r, int(sid), spec) for r, sid in zip(rs, split_ids))
             _write_split(path, examples, len(rs), spec, 68, info, name_length=max(len(r.name) for r in rs) + 1)
             log(f"prepared {len(rs)} images of {source} ({split}) in {time.time() - start:.1f}s -> {path}")

@@ -47,8 +47,10 @@ def class_folders(folder: Path, class_names=()) -> list[str]:
     missing = [c for c in class_names if c not in present]
     extra = [c for c in present if c not in class_names]
     if missing or extra:
-        raise LayoutError(f"{folder}: config.data.class_names={list(class_names)} but the class folders are "
-                          f"{present} (missing {missing}, unexpected {extra})")
+        raise LayoutError(
+            f"{folder}: config.data.class_names={list(class_names)} but the class folders are "
+            f"{present} (missing {missing}, unexpected {extra})"
+        )
     return list(class_names)
 
 
@@ -56,8 +58,10 @@ def splits_of(root) -> dict[str, Path]:
     """{'train': root/train, 'test': root/test} when both exist, else {'all': root}."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise LayoutError(f"image folder {root} does not exist (config.data.data_dir); expected "
-                          f"<root>/<class_name>/<image> or <root>/train|test/<class_name>/<image>")
+        raise LayoutError(
+            f"image folder {root} does not exist (config.data.data_dir); expected "
+            f"<root>/<class_name>/<image> or <root>/train|test/<class_name>/<image>"
+        )
     if (root / "train").is_dir() and (root / "test").is_dir():
         return {"train": root / "train", "test": root / "test"}
     return {"all": root}
@@ -71,11 +75,19 @@ def records(folder, class_names, subject_regex: str = DEFAULT_SUBJECT_REGEX) -> 
     if len(class_names) < 2:
         raise LayoutError(f"{folder}: one class folder {list(class_names)}; a classifier needs at least two classes")
     for label, name in enumerate(class_names):
-        files = sorted((p for p in (folder / name).rglob("*") if p.is_file() and p.suffix.lower() in align.IMAGE_SUFFIXES
-                        and not p.name.startswith(".")), key=lambda p: _natural_key(str(p)))
+        files = sorted(
+            (
+                p
+                for p in (folder / name).rglob("*")
+                if p.is_file() and p.suffix.lower() in align.IMAGE_SUFFIXES and not p.name.startswith(".")
+            ),
+            key=lambda p: _natural_key(str(p)),
+        )
         if not files:
-            raise LayoutError(f"class folder {folder / name} holds no images ({', '.join(align.IMAGE_SUFFIXES)}); "
-                              f"a class with no examples cannot be learned (remove the folder, or add its faces)")
+            raise LayoutError(
+                f"class folder {folder / name} holds no images ({', '.join(align.IMAGE_SUFFIXES)}); "
+                f"a class with no examples cannot be learned (remove the folder, or add its faces)"
+            )
         for path in files:
             rel = str(path.relative_to(folder))
             if pattern is None:
@@ -86,7 +98,8 @@ def records(folder, class_names, subject_regex: str = DEFAULT_SUBJECT_REGEX) -> 
                     raise ValueError(
                         f"{path}: file name does not match config.data.subject_regex={subject_regex!r}, so its "
                         f"subject is unknown; fix the regex or set config.data.subject_regex='' (every image its "
-                        f"own subject)")
+                        f"own subject)"
+                    )
                 subject = m.group(1) if m.groups() else m.group(0)
             out.append(Record(path, label, subject, rel))
     if not out:
@@ -94,7 +107,9 @@ def records(folder, class_names, subject_regex: str = DEFAULT_SUBJECT_REGEX) -> 
     return out
 
 
-def suspicious_files(split_dirs: dict[str, Path], class_names, records: dict[str, list[Record]]) -> list[tuple[str, str]]:
+def suspicious_files(
+    split_dirs: dict[str, Path], class_names, records: dict[str, list[Record]]
+) -> list[tuple[str, str]]:
     """(path, reason) for what preparation skips or should be looked at: files in the class
     folders that are not images (skipped), and images with the same bytes as another one
     (a duplicate across classes is a label conflict, across train/test a leak)."""
@@ -105,7 +120,9 @@ def suspicious_files(split_dirs: dict[str, Path], class_names, records: dict[str
         for name in class_names:
             for p in sorted((folder / name).rglob("*")):
                 if p.is_file() and (p.name.startswith(".") or p.suffix.lower() not in align.IMAGE_SUFFIXES):
-                    notes.append((str(p), "skipped: hidden file" if p.name.startswith(".") else "skipped: not an image"))
+                    notes.append(
+                        (str(p), "skipped: hidden file" if p.name.startswith(".") else "skipped: not an image")
+                    )
     first_seen: dict[str, tuple[str, Record]] = {}
     for split, rs in records.items():
         for r in rs:
@@ -114,9 +131,13 @@ def suspicious_files(split_dirs: dict[str, Path], class_names, records: dict[str
                 first_seen[digest] = (split, r)
                 continue
             other_split, other = first_seen[digest]
-            kind = ("duplicate across train and test (a leak)" if other_split != split else
-                    f"duplicate with another label ({class_names[other.label]})" if other.label != r.label else
-                    "duplicate")
+            kind = (
+                "duplicate across train and test (a leak)"
+                if other_split != split
+                else f"duplicate with another label ({class_names[other.label]})"
+                if other.label != r.label
+                else "duplicate"
+            )
             notes.append((str(r.image), f"suspicious: {kind} of {other.image}"))
     return notes
 

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -53,9 +54,7 @@ def tensorflow():
 def process_share(global_batch_size: int, process_index: int, process_count: int) -> tuple[int, int]:
     """(local batch size, offset of this process's slice in the global batch)."""
     if global_batch_size % process_count:
-        raise ValueError(
-            f"batch size {global_batch_size} does not divide over {process_count} processes"
-        )
+        raise ValueError(f"batch size {global_batch_size} does not divide over {process_count} processes")
     local = global_batch_size // process_count
     return local, process_index * local
 
@@ -79,8 +78,13 @@ def sample_plan(num_examples: int, global_batch_size: int, seed: int, step: int)
 # Largest allowed magnitude of each augmentation key, and whether the bound itself is allowed:
 # zoom and contrast factors must stay > 0, a shift past half the image loses the face, and
 # rotations beyond 45 degrees are no longer "small" (nor upright faces).
-AUGMENT_LIMITS = {"scale": (1.0, False), "shift": (0.5, True), "rotate": (45.0, True),
-                  "brightness": (1.0, True), "contrast": (1.0, False)}
+AUGMENT_LIMITS = {
+    "scale": (1.0, False),
+    "shift": (0.5, True),
+    "rotate": (45.0, True),
+    "brightness": (1.0, True),
+    "contrast": (1.0, False),
+}
 _AUGMENT_STREAM = 0x617567  # "aug": keeps these draws apart from sample_plan's
 
 
@@ -101,11 +105,12 @@ class AugmentSpec:
             ok = ok and 0 <= value and (value <= limit if inclusive else value < limit)
             if not ok:
                 bound = f"<= {limit:g}" if inclusive else f"< {limit:g}"
-                raise ValueError(f"config.data.augment.{key} must be a number >= 0 and {bound} (0 = off), "
-                                 f"got {value!r}")
+                raise ValueError(
+                    f"config.data.augment.{key} must be a number >= 0 and {bound} (0 = off), got {value!r}"
+                )
 
     @classmethod
-    def from_config(cls, augment) -> "AugmentSpec":
+    def from_config(cls, augment) -> AugmentSpec:
         """From config.data.augment (a ConfigDict or dict), an AugmentSpec, or None (= off)."""
         if augment is None:
             return cls()
@@ -175,8 +180,13 @@ def augment_image(image: np.ndarray, matrix: np.ndarray, brightness: float, cont
     mean = hist @ np.arange(256.0) / hist[0].sum()  # per channel, far cheaper than a float mean
     if geometric:  # as in align.warp: Pillow maps output pixel centres to input coordinates
         inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
-        pil = pil.transform(pil.size, Image.Transform.AFFINE, data=tuple(inverse.ravel().tolist()),
-                            resample=Image.Resampling.BILINEAR, fillcolor=tuple(np.rint(mean).astype(int).tolist()))
+        pil = pil.transform(
+            pil.size,
+            Image.Transform.AFFINE,
+            data=tuple(inverse.ravel().tolist()),
+            resample=Image.Resampling.BILINEAR,
+            fillcolor=tuple(np.rint(mean).astype(int).tolist()),
+        )
     out = np.asarray(pil)
     if brightness != 0.0 or contrast != 1.0:
         out = np.take(_photometric_lut(float(mean.mean()), brightness, contrast), out)
@@ -227,7 +237,13 @@ def _as_tf_dataset(steps, make_batch, example_shapes):
     """steps -> batches in parallel threads, in order, prefetched."""
     tf = tensorflow()
     names = list(example_shapes)
-    dtypes = {"image": tf.float32, "masks": tf.float32, "landmarks8": tf.float32, "label": tf.int32, "valid": tf.float32}
+    dtypes = {
+        "image": tf.float32,
+        "masks": tf.float32,
+        "landmarks8": tf.float32,
+        "label": tf.int32,
+        "valid": tf.float32,
+    }
 
     def load(step):
         batch = make_batch(int(step))
@@ -287,8 +303,9 @@ def train_batches(
         plan = None
         if spec.enabled:  # drawn for the whole global batch, so process slices agree with it
             plan = {k: v[sl] for k, v in augment_plan(spec, global_batch_size, seed, step).items()}
-        return make_examples(split, indices[sl], flips[sl] if random_flip else None, mask_size, region_sizes,
-                             pixel_mean, plan)
+        return make_examples(
+            split, indices[sl], flips[sl] if random_flip else None, mask_size, region_sizes, pixel_mean, plan
+        )
 
     steps = range(start_step, start_step + num_steps)
     ds = _as_tf_dataset(steps, make_batch, _shapes(local, split.image_size, mask_size, False))

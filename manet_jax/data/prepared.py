@@ -66,12 +66,19 @@ class PreparedSplit:
     def landmark_scheme(self) -> str | None:
         return self.info.get("landmark_scheme")
 
-    def subset(self, indices) -> "PreparedSplit":
+    def subset(self, indices) -> PreparedSplit:
         """Examples at `indices` (e.g. one cross-validation fold), loaded into memory."""
         indices = np.asarray(indices)
         pick = lambda a: None if a is None else np.asarray(a[indices])  # noqa: E731
-        return replace(self, image=pick(self.image), landmarks8=pick(self.landmarks8), label=pick(self.label),
-                       subject_id=pick(self.subject_id), landmarks=pick(self.landmarks), name=pick(self.name))
+        return replace(
+            self,
+            image=pick(self.image),
+            landmarks8=pick(self.landmarks8),
+            label=pick(self.label),
+            subject_id=pick(self.subject_id),
+            landmarks=pick(self.landmarks),
+            name=pick(self.name),
+        )
 
 
 def concatenate(splits: list[PreparedSplit]) -> PreparedSplit:
@@ -140,8 +147,14 @@ def write_split(path, arrays: dict[str, np.ndarray], info: dict) -> PreparedSpli
         raise ValueError(f"'landmarks' must be (N, K, 2), got {arrays['landmarks'].shape}")
     names = np.asarray(arrays["name"]) if "name" in arrays else None
     landmarks = arrays.get("landmarks")
-    with SplitWriter(path, n, image.shape[1], None if landmarks is None else landmarks.shape[1], info,
-                     name_length=0 if names is None else max(1, names.dtype.itemsize // 4)) as writer:
+    with SplitWriter(
+        path,
+        n,
+        image.shape[1],
+        None if landmarks is None else landmarks.shape[1],
+        info,
+        name_length=0 if names is None else max(1, names.dtype.itemsize // 4),
+    ) as writer:
         for key, arr in writer.arrays.items():
             arr[:] = arrays[key]
         writer.written[:] = True
@@ -156,19 +169,28 @@ class SplitWriter:
     Use as a context manager: leaving it by an exception removes the temporary folder.
     """
 
-    def __init__(self, path, num_examples: int, image_size: int, num_landmarks: int | None, info: dict,
-                 name_length: int = 128):
+    def __init__(
+        self, path, num_examples: int, image_size: int, num_landmarks: int | None, info: dict, name_length: int = 128
+    ):
         """`num_landmarks` None/0: no landmarks.npy; `name_length` 0: no name.npy."""
         self.path = Path(path)
         if self.path.exists():
-            raise FileExistsError(f"{self.path} already exists; prepared data is never overwritten (delete it to rebuild)")
+            raise FileExistsError(
+                f"{self.path} already exists; prepared data is never overwritten (delete it to rebuild)"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_dead_temporaries(self.path)
-        self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}@{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self.tmp = (
+            self.path.parent / f".{self.path.name}.tmp-{os.getpid()}@{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        )
         self.tmp.mkdir()
         self.info, self.n, self.image_size = dict(info), num_examples, int(image_size)
-        shapes = {"image": (num_examples, image_size, image_size, 3), "landmarks8": (num_examples, 8, 2),
-                  "label": (num_examples,), "subject_id": (num_examples,)}
+        shapes = {
+            "image": (num_examples, image_size, image_size, 3),
+            "landmarks8": (num_examples, 8, 2),
+            "label": (num_examples,),
+            "subject_id": (num_examples,),
+        }
         dtypes = dict(FIELDS)
         if num_landmarks:
             shapes["landmarks"], dtypes["landmarks"] = (num_examples, num_landmarks, 2), np.float32
@@ -208,7 +230,7 @@ class SplitWriter:
         self.arrays = {}
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def __enter__(self) -> "SplitWriter":
+    def __enter__(self) -> SplitWriter:
         return self
 
     def __exit__(self, exc_type, *_) -> None:
@@ -228,8 +250,11 @@ def _allocated_memmap(path: Path, dtype, shape) -> np.memmap:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             return arr  # a file system that cannot reserve: write into the sparse map as before
         free = shutil.disk_usage(path.parent).free
-        raise OSError(err.errno, f"not enough disk space to prepare data in {path.parent}: {path.name} needs "
-                      f"{size / 1e6:.1f} MB, {free / 1e6:.1f} MB free ({os.strerror(err.errno)})") from None
+        raise OSError(
+            err.errno,
+            f"not enough disk space to prepare data in {path.parent}: {path.name} needs "
+            f"{size / 1e6:.1f} MB, {free / 1e6:.1f} MB free ({os.strerror(err.errno)})",
+        ) from None
     finally:
         os.close(fd)
     return arr
@@ -295,7 +320,11 @@ def _read_v1(path: Path, info: dict, mmap: bool) -> PreparedSplit:
     mode = "r" if mmap else None
     lm68 = np.load(path / "landmarks68.npy", mmap_mode=mode)
     return PreparedSplit(
-        path, image=np.load(path / "image.npy", mmap_mode=mode), landmarks8=regions.ibug68_to_8(np.asarray(lm68)),
-        label=np.load(path / "label.npy", mmap_mode=mode), subject_id=np.load(path / "subject_id.npy", mmap_mode=mode),
-        info={"landmark_scheme": "ibug68", **info}, landmarks=lm68,
+        path,
+        image=np.load(path / "image.npy", mmap_mode=mode),
+        landmarks8=regions.ibug68_to_8(np.asarray(lm68)),
+        label=np.load(path / "label.npy", mmap_mode=mode),
+        subject_id=np.load(path / "subject_id.npy", mmap_mode=mode),
+        info={"landmark_scheme": "ibug68", **info},
+        landmarks=lm68,
     )

@@ -82,7 +82,8 @@ def read_labels(path) -> list[tuple[str, str, int, int]]:
         m = _LINE.match(fields[0]) if len(fields) == 2 else None
         if not m or not fields[1].isdigit() or not 1 <= int(fields[1]) <= 7:
             raise AnnotationError(
-                f"{path}, line {line_no}: expected '<train|test>_<number>.jpg <label 1..7>', got {line.strip()!r}")
+                f"{path}, line {line_no}: expected '<train|test>_<number>.jpg <label 1..7>', got {line.strip()!r}"
+            )
         if m.group(1) in seen:
             raise AnnotationError(f"{path}, line {line_no}: {fields[0]} is listed twice")
         seen.add(m.group(1))
@@ -105,8 +106,10 @@ def records(root, source: str = "original", landmark_set: str = "manual5") -> li
     base = find_root(root)
     folder = base / "Image" / source
     if not folder.is_dir():
-        raise LayoutError(f"{base} has no Image/{source}/ folder (config.data.raf_source={source!r}).\n\n"
-                          f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+        raise LayoutError(
+            f"{base} has no Image/{source}/ folder (config.data.raf_source={source!r}).\n\n"
+            f"{MANUAL_DOWNLOAD_INSTRUCTIONS}"
+        )
     out = []
     for index, (stem, split, label, _) in enumerate(read_labels(base / LABEL_FILE)):
         if source == "original":
@@ -121,14 +124,18 @@ def records(root, source: str = "original", landmark_set: str = "manual5") -> li
             if not manual.is_file():
                 raise LayoutError(f"no manual landmark file {manual} for {image}")
         if landmark_set == "auto37":
-            auto = _first_existing(*(base / "Annotation" / "auto" / f"{stem}_{s}.txt" for s in ("auto_ldmk", "auto_attri")))
+            auto = _first_existing(
+                *(base / "Annotation" / "auto" / f"{stem}_{s}.txt" for s in ("auto_ldmk", "auto_attri"))
+            )
             if auto is None:
                 raise LayoutError(f"no automatic landmark file Annotation/auto/{stem}_auto_ldmk.txt for {image}")
         out.append(Record(image, manual, auto, label - 1, split, index, str(image.relative_to(base))))
     missing = [split for split in ("train", "test") if not any(r.split == split for r in out)]
     if missing:
-        raise AnnotationError(f"{base / LABEL_FILE}: no {missing[0]}_<number>.jpg lines; RAF-DB's published "
-                              f"partition has both train and test images")
+        raise AnnotationError(
+            f"{base / LABEL_FILE}: no {missing[0]}_<number>.jpg lines; RAF-DB's published "
+            f"partition has both train and test images"
+        )
     return out
 
 
@@ -158,7 +165,9 @@ def load_example(record: Record, spec: align.AlignSpec, landmark_set: str = "man
     try:
         crop, five_aligned, matrix = align.align_face(image, five, "five", spec)
     except ValueError as err:
-        raise AnnotationError(f"{record.manual}: cannot align {record.image.name} with these landmarks ({err})") from err
+        raise AnnotationError(
+            f"{record.manual}: cannot align {record.image.name} with these landmarks ({err})"
+        ) from err
     example["image"] = crop
     example["landmarks8"] = align.eight_points(five_aligned, "five", spec)
     example["landmarks"] = five_aligned

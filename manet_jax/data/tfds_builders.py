@@ -45,9 +45,15 @@ class AlignedFacesConfig(tfds.core.BuilderConfig):
 
 def make_config(spec: align.AlignSpec, **raf) -> AlignedFacesConfig:
     """A builder config named like the prepared cache (datasets.cache_name): one per setting."""
-    return AlignedFacesConfig(name=datasets.cache_name(spec, **raf), size=spec.size, face_box=tuple(spec.face_box),
-                              transform=spec.transform, points=spec.points,
-                              description=f"aligned faces: {spec.describe()}", **raf)
+    return AlignedFacesConfig(
+        name=datasets.cache_name(spec, **raf),
+        size=spec.size,
+        face_box=tuple(spec.face_box),
+        transform=spec.transform,
+        points=spec.points,
+        description=f"aligned faces: {spec.describe()}",
+        **raf,
+    )
 
 
 def make_builder(builder_cls, spec: align.AlignSpec, data_dir, **raf):
@@ -58,14 +64,16 @@ def make_builder(builder_cls, spec: align.AlignSpec, data_dir, **raf):
 
 
 def _features(size: int, num_landmarks: int, class_names) -> tfds.features.FeaturesDict:
-    return tfds.features.FeaturesDict({
-        "image": tfds.features.Image(shape=(size, size, 3)),
-        "landmarks": tfds.features.Tensor(shape=(num_landmarks, 2), dtype=np.float32),
-        "landmarks8": tfds.features.Tensor(shape=(8, 2), dtype=np.float32),
-        "label": tfds.features.ClassLabel(names=list(class_names)),
-        "subject_id": tfds.features.Scalar(dtype=np.int32),
-        "name": tfds.features.Text(),
-    })
+    return tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Image(shape=(size, size, 3)),
+            "landmarks": tfds.features.Tensor(shape=(num_landmarks, 2), dtype=np.float32),
+            "landmarks8": tfds.features.Tensor(shape=(8, 2), dtype=np.float32),
+            "label": tfds.features.ClassLabel(names=list(class_names)),
+            "subject_id": tfds.features.Scalar(dtype=np.int32),
+            "name": tfds.features.Text(),
+        }
+    )
 
 
 class CkPlusAligned(tfds.core.GeneratorBasedBuilder):
@@ -110,7 +118,7 @@ class RafDbAligned(tfds.core.GeneratorBasedBuilder):
             supervised_keys=("image", "label"),
             homepage="http://www.whdeng.cn/raf/model1.html",
             citation="Li, Deng and Du, Reliable Crowdsourcing and Deep Locality-Preserving Learning for "
-                     "Expression Recognition in the Wild, CVPR 2017.",
+            "Expression Recognition in the Wild, CVPR 2017.",
         )
 
     def _split_generators(self, dl_manager):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -128,7 +129,12 @@ class MABlock(nn.Module):
         )(v.shape[-1], self.se_reduction, self.dtype, self.kernel_init, self.activation, name="branches")
         features = branches(v, masks)  # (B, N, H, W, C)
         q = WeightBranch(
-            self.num_regions, self.weight_pool, self.weight_channels, self.dtype, self.kernel_init, self.activation,
+            self.num_regions,
+            self.weight_pool,
+            self.weight_channels,
+            self.dtype,
+            self.kernel_init,
+            self.activation,
             name="weights",
         )(v)
         fused = jnp.einsum("bn,bnhwc->bhwc", q.astype(features.dtype), features)

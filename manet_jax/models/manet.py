@@ -6,7 +6,8 @@ two training partitions are plain top-level keys.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

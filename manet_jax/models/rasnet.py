@@ -6,7 +6,8 @@ we use N * A * B (1568 for 8 x 14 x 14). Pooling rounds up, as Caffe's does.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp

@@ -7,7 +7,8 @@ one-to-one onto `params['ersnet']`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -77,8 +78,9 @@ class ERSnet(nn.Module):
             )(x)
             x = self.activation(x)
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=self.head_init or self.kernel_init,
-                          name="fc8")(x)
+        logits = nn.Dense(
+            self.num_classes, dtype=self.dtype, kernel_init=self.head_init or self.kernel_init, name="fc8"
+        )(x)
         return logits.astype(jnp.float32), extras
 
     def probe(self, name: str, x):

@@ -4,7 +4,7 @@ and `Source`, the one object each format reader returns."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -87,14 +88,16 @@ def load(
     return rebuild(new_ersnet), report
 
 
-def load_pretrained(params, path, fmt: str = "auto", layers="conv", strict: bool = True,
-                    max_bytes: int = DEFAULT_MAX_BYTES):
+def load_pretrained(
+    params, path, fmt: str = "auto", layers="conv", strict: bool = True, max_bytes: int = DEFAULT_MAX_BYTES
+):
     """`load` with its original positional signature (README, docs); see `load`."""
     return load(params, path, fmt=fmt, layers=layers, strict=strict, max_bytes=max_bytes)
 
 
-def init_from_config(params, init_from, log: Callable[[str], Any] = print, pixel_mean=VGGFACE_MEAN_RGB,
-                     input_scale: float = 1.0):
+def init_from_config(
+    params, init_from, log: Callable[[str], Any] = print, pixel_mean=VGGFACE_MEAN_RGB, input_scale: float = 1.0
+):
     """Training hook: `config.model.init_from` (path, format, layers, strict) -> params.
 
     An empty path (or init_from None) returns `params` unchanged. `layers` may be 'conv',
@@ -160,8 +163,10 @@ def _import_layers(path: str, source: Source, ersnet, report: PretrainedReport, 
         our_shapes = (shape_of(ours["kernel"]), shape_of(ours["bias"]))
         if converted is None or (converted[0].shape, converted[1].shape) != our_shapes:
             ours_unfit[name] = {"kernel": ours["kernel"], "bias": ours["bias"]}
-            file_unfit[name] = {"kernel": kernel if converted is None else converted[0],
-                                "bias": bias if converted is None else converted[1]}
+            file_unfit[name] = {
+                "kernel": kernel if converted is None else converted[0],
+                "bias": bias if converted is None else converted[1],
+            }
             continue
         kernel, bias = converted
         check_finite(path, name, kernel, bias)
@@ -200,9 +205,7 @@ def _raise_on_failure(path: str, source: Source, report: PretrainedReport, stric
         raise PretrainedError(
             f"{path}: no requested layer could be loaded as {report.format}.\n"
             f"  file layers: {' '.join(source.all_names[:40]) or '-'}"
-            f"{' ...' if len(source.all_names) > 40 else ''}\n"
-            + _torchvision_hint(source)
-            + report.summary()
+            f"{' ...' if len(source.all_names) > 40 else ''}\n" + _torchvision_hint(source) + report.summary()
         )
     bad = [n for n in report.missing if n in CONV_LAYERS] + [n for n in report.mismatched_layers if n != "fc8"]
     if not (strict and bad):

@@ -17,9 +17,7 @@ def read(path: str, f, fmt: str, container: str) -> Source:
     entries, unexpected, all_names = _match_layers(found, keras3)
     if fmt == "auto":
         fmt = _guess_format(path, entries)
-    layers = {
-        ours: (lambda k=k, b=b: (k[()], None if b is None else b[()])) for ours, (_, k, b) in entries.items()
-    }
+    layers = {ours: (lambda k=k, b=b: (k[()], None if b is None else b[()])) for ours, (_, k, b) in entries.items()}
     return Source(fmt, detail, layers, unexpected, all_names=all_names)
 
 
@@ -65,7 +63,7 @@ def _layer_groups(f, root, container: str):
     for lname, g in root.items():
         if isinstance(g, h5py.Group):
             sets = []
-            g.visititems(lambda _, obj: sets.append(obj) if isinstance(obj, h5py.Dataset) else None)
+            g.visititems(lambda _, obj: sets.append(obj) if isinstance(obj, h5py.Dataset) else None)  # noqa: B023
             found.append((lname, sets))
     return f"HDF5 without Keras attributes {container}", found, False
 

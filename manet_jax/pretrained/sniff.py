@@ -50,7 +50,9 @@ def open_source(path: str, fmt: str, max_bytes: int):
         raise PretrainedError(f"{path}: no such file (pretrained weights are never downloaded; see docs/pretrained.md)")
     size = os.path.getsize(path)
     if size > max_bytes:
-        raise PretrainedError(f"{path}: {size / 2**30:.2f} GiB exceeds the {max_bytes / 2**30:.2f} GiB limit (max_bytes)")
+        raise PretrainedError(
+            f"{path}: {size / 2**30:.2f} GiB exceeds the {max_bytes / 2**30:.2f} GiB limit (max_bytes)"
+        )
     with contextlib.ExitStack() as stack:
         try:
             source = _parse(path, fmt, max_bytes, stack)

@@ -42,7 +42,9 @@ def read_zip(path: str, zf: zipfile.ZipFile, max_bytes: int) -> Source:
             raise PretrainedError(f"{path}: storage {name} is missing from the archive")
         data = zf.read(name)
         if len(data) < nbytes:
-            raise PretrainedError(f"{path}: storage {name} is shorter than its {unpickler.storages[key].numel} elements")
+            raise PretrainedError(
+                f"{path}: storage {name} is shorter than its {unpickler.storages[key].numel} elements"
+            )
         return data
 
     read = _storage_reader(unpickler.storages, fetch, little=order == "little")
