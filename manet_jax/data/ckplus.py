@@ -161,7 +161,7 @@ def subject_number(subject: str) -> int:
 
 def load_example(record: Record, spec: align.AlignSpec) -> dict:
     """Decode, align and package one frame in the prepared layout."""
-    image = align.load_image(record.image)
+    image = align.load_image(record.image, exif_orientation=False)  # landmarks index the stored pixels
     landmarks = read_landmarks(record.landmarks)
     try:
         crop, aligned, _ = align.align_face(image, landmarks, "ibug68", spec)

@@ -154,7 +154,7 @@ def read_manual_landmarks(path) -> np.ndarray:
 
 def load_example(record: Record, spec: align.AlignSpec, landmark_set: str = "manual5", raf37_to_8=()) -> dict:
     """Decode, align and package one image in the prepared layout."""
-    image = align.load_image(record.image)
+    image = align.load_image(record.image, exif_orientation=False)  # landmarks index the stored pixels
     example = {"label": record.label, "subject_id": record.index, "name": record.name}
     if record.manual is None:  # the authors' aligned crops
         example["image"] = align.center_square(image, spec.size)

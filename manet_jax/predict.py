@@ -1,0 +1,283 @@
+"""Expressions of the faces in ordinary photos: detect, landmark, align, predict.
+
+    from manet_jax.predict import Recognizer
+    recognizer = Recognizer.from_workdir('runs/demo')          # best checkpoint, dlib detector
+    faces = recognizer(image)                                  # (H, W, 3) uint8 RGB or a path
+    faces[0]['top_class'], faces[0]['probabilities']           # 'happy', {'anger': 0.01, ...}
+
+For every face (left to right): `box` (x, y, w, h), detector `score`, `landmarks` (68, 2)
+in the photo, `aligned` (the S x S crop the model saw, aligned with the run's own settings:
+config.data.face_box / align_transform / align_points), `aligned_landmarks`, `probabilities`
+{class name: p} over the run's classes, `top_class`, `top_probability` and, for manet runs,
+`region_weights` {region name: q} and RASnet's `masks` (8, h, w). `face_json` turns one into
+JSON (without the crop). `Recognizer.predict_images` takes several photos and runs their faces
+through the network together, in padded batches (see `batch_sizes`), so a new number of faces
+does not recompile the forward pass. A photo without a face gives [].
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from manet_jax import faces as faces_lib
+from manet_jax.data import align
+from manet_jax.regions import REGION_NAMES
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 32  # faces per forward call; batches are padded to a power of two up to this
+
+
+def batch_sizes(num: int, max_batch: int = MAX_BATCH) -> list[int]:
+    """Padded chunk sizes for `num` faces: full chunks of max_batch, then the next power of two."""
+    sizes = [max_batch] * (num // max_batch)
+    if rest := num % max_batch:
+        sizes.append(min(max_batch, 1 << (rest - 1).bit_length()))
+    return sizes
+
+
+def run_class_names(run) -> tuple[str, ...]:
+    """The class names of a run, index = model output, without preparing its data.
+
+    synthetic, ckplus, rafdb: the data set's fixed names. folder: config.data.class_names
+    when given; else the names its evaluation (eval/metrics*.json) or its prepared data
+    (info.json under the data cache) recorded. 'class_0', 'class_1', ... (with a warning)
+    when nothing names them.
+    """
+    config, workdir = run.config, Path(run.workdir)
+    num = int(run.model.num_classes)
+    name = config.data.name
+    candidates = []
+    if name == "synthetic":
+        from manet_jax.data import synthetic
+
+        candidates.append(synthetic.CLASS_NAMES)
+    elif name == "ckplus":
+        from manet_jax.data import ckplus
+
+        candidates.append(ckplus.CLASS_NAMES)
+    elif name == "rafdb":
+        from manet_jax.data import rafdb
+
+        candidates.append(rafdb.CLASS_NAMES)
+    else:
+        candidates.append(tuple(config.data.get("class_names", ()) or ()))
+        for path in sorted((workdir / "eval").glob("metrics*.json")):
+            candidates.append(_json_class_names(path))
+        from manet_jax.data import datasets
+
+        for path in sorted((datasets.cache_root(config, workdir) / "prepared" / name).glob("*/*/info.json")):
+            candidates.append(_json_class_names(path))
+    for names in candidates:
+        if names and len(names) == num:
+            return tuple(str(n) for n in names)
+    log.warning("%s: no record of its %d class names; calling them class_0 ... class_%d", workdir, num, num - 1)
+    return tuple(f"class_{i}" for i in range(num))
+
+
+def _json_class_names(path: Path) -> tuple[str, ...]:
+    try:
+        return tuple(json.loads(path.read_text()).get("class_names", ()))
+    except (OSError, ValueError, AttributeError):
+        return ()
+
+
+def read_photo(path) -> np.ndarray:
+    """A photo file -> (H, W, 3) uint8 RGB, EXIF orientation applied, grey / RGBA / 16-bit
+    converted (align.load_image); any size (a tiny picture simply holds no face). An
+    unreadable file raises align.ImageDecodeError naming it."""
+    return align.load_image(path, min_side=1)
+
+
+class Recognizer:
+    """A trained run + a face detector: photos in, a list of face dicts per photo out."""
+
+    def __init__(self, run, detector: faces_lib.FaceDetector | None = None, flip_tta: bool = False, class_names=None):
+        self.run = run
+        self.detector = faces_lib.DlibDetector() if detector is None else detector
+        if not isinstance(self.detector, faces_lib.FaceDetector):
+            raise TypeError(f"detector must have a detect(image) -> list[Face] method, got {type(detector).__name__}")
+        self.flip_tta = bool(flip_tta)
+        self.class_names = tuple(class_names) if class_names is not None else run_class_names(run)
+        if len(self.class_names) != run.model.num_classes:
+            raise ValueError(
+                f"{len(self.class_names)} class names {self.class_names} for a model with {run.model.num_classes} classes"
+            )
+        self.spec = align.AlignSpec.from_config(run.config.data, run.model.input_size)
+
+    @classmethod
+    def from_workdir(cls, workdir, step: int | str = "best", flip_tta: bool = False, detector=None) -> Recognizer:
+        from manet_jax.inference import load_run
+
+        return cls(load_run(workdir, step), detector=detector, flip_tta=flip_tta)
+
+    def __call__(self, image) -> list[dict]:
+        """The faces of one photo (an array or a file path), left to right."""
+        return self.predict_images([image])[0]
+
+    def detect(self, image) -> list[dict]:
+        """Detection and alignment only: box, score, landmarks, aligned crop and its landmarks."""
+        image = read_photo(image) if isinstance(image, str | Path) else faces_lib.to_rgb_uint8(image)
+        out = []
+        for face in self.detector.detect(image):
+            crop, points, _ = align.align_face(image, face.landmarks, "ibug68", self.spec)
+            out.append(
+                {
+                    "box": tuple(int(v) for v in face.box),
+                    "score": float(face.score),
+                    "landmarks": np.asarray(face.landmarks, np.float32),
+                    "aligned": crop,
+                    "aligned_landmarks": points,
+                }
+            )
+        return out
+
+    def predict_images(self, images: Sequence) -> list[list[dict]]:
+        """Faces of several photos, their crops through the network together."""
+        detected = [self.detect(image) for image in images]
+        flat = [face for photo in detected for face in photo]
+        if flat:
+            outputs = self.predict_crops(np.stack([f["aligned"] for f in flat]))
+            for i, face in enumerate(flat):
+                face.update(self._describe({k: v[i] for k, v in outputs.items()}))
+        return detected
+
+    def predict_crops(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+        """Run.predict on (N, S, S, 3) aligned uint8 crops, in padded batches of batch_sizes(N)."""
+        parts, start = [], 0
+        for size in batch_sizes(len(crops)):
+            chunk = crops[start : start + size]
+            real = len(chunk)
+            if real < size:
+                chunk = np.concatenate([chunk, np.zeros((size - real, *chunk.shape[1:]), chunk.dtype)])
+            out = self.run.predict(chunk, flip_tta=self.flip_tta)
+            parts.append({k: v[:real] for k, v in out.items()})
+            start += real
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _describe(self, out: dict) -> dict:
+        probs = np.asarray(out["probabilities"], np.float64)
+        top = int(np.argmax(probs))
+        face = {
+            "probabilities": {n: float(p) for n, p in zip(self.class_names, probs)},
+            "top_class": self.class_names[top],
+            "top_probability": float(probs[top]),
+        }
+        if "region_weights" in out:
+            face["region_weights"] = {n: float(q) for n, q in zip(REGION_NAMES, out["region_weights"])}
+            face["masks"] = np.asarray(out["masks"], np.float32)
+        return face
+
+
+def face_json(face: dict, digits: int = 4) -> dict:
+    """One face dict as JSON-able values (the aligned crop left out; masks rounded to 3 digits)."""
+    out = {}
+    for key, value in face.items():
+        if key in ("aligned", "aligned_landmarks"):
+            continue
+        if key == "landmarks":
+            value = np.round(np.asarray(value, np.float64), 2).tolist()
+        elif key == "masks":
+            value = np.round(np.asarray(value, np.float64), 3).tolist()
+        elif isinstance(value, dict):
+            value = {k: round(float(v), digits) for k, v in value.items()}
+        elif isinstance(value, float):
+            value = round(value, digits)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[key] = value
+    return out
+
+
+def photo_files(paths: Sequence) -> list[Path]:
+    """Files as given, folders expanded to their images (align.IMAGE_SUFFIXES, recursively,
+    sorted). A path that does not exist is kept: reading it names it."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in align.IMAGE_SUFFIXES)
+        else:
+            out.append(p)
+    return out
+
+
+# ---------------------------------------------------------------------------- drawing
+PANEL = 128  # px of each per-face panel in draw()
+BARS = 224  # px width of the probability bar chart
+MAX_PHOTO_SIDE = 1024  # the photo is shrunk to this longest side in the drawing
+
+
+def drawing_size(photo_size: tuple[int, int], num_faces: int) -> tuple[int, int]:
+    """(width, height) of draw()'s picture for a (W, H) photo: the photo (longest side at most
+    MAX_PHOTO_SIDE) and beside it one row per face: crop, masks, bars (PANEL high)."""
+    w, h = photo_size
+    scale = min(1.0, MAX_PHOTO_SIDE / max(w, h))
+    pw, ph = max(1, round(w * scale)), max(1, round(h * scale))
+    return pw + 2 * PANEL + BARS, max(ph, max(num_faces, 1) * PANEL)
+
+
+def draw(image: np.ndarray, faces: list[dict], path=None):
+    """The photo with boxes, landmarks and labels, and a row per face: the aligned crop with
+    its landmarks, RASnet's masks weighted by q over the crop (manet), a bar chart of the
+    probabilities. A PIL image of drawing_size(...); written atomically as PNG to `path`."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from manet_jax import atomic, visualize
+
+    image = faces_lib.to_rgb_uint8(image)
+    h, w = image.shape[:2]
+    width, height = drawing_size((w, h), len(faces))
+    pw = width - 2 * PANEL - BARS
+    scale = pw / w
+    photo = Image.fromarray(image).resize((pw, max(1, round(h * scale))), Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (width, height), "white")
+    canvas.paste(photo, (0, 0))
+    pen = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=12)
+    small = ImageFont.load_default(size=10)
+    for i, face in enumerate(faces):
+        x, y, bw, bh = (v * scale for v in face["box"])
+        pen.rectangle([x, y, x + bw, y + bh], outline=(255, 40, 40), width=2)
+        for px, py in np.asarray(face["landmarks"]) * scale:
+            pen.ellipse([px - 1.5, py - 1.5, px + 1.5, py + 1.5], fill=(0, 255, 0))
+        label = f"{i}: {face['top_class']} {face['top_probability']:.2f}" if "top_class" in face else f"{i}"
+        pen.text((x, max(0, y - 14)), label, fill=(255, 40, 40), font=font)
+        top = i * PANEL
+        crop = Image.fromarray(face["aligned"]).resize((PANEL, PANEL), Image.Resampling.BILINEAR)
+        canvas.paste(crop, (pw, top))
+        k = PANEL / face["aligned"].shape[0]
+        for px, py in np.asarray(face["aligned_landmarks"]) * k:
+            pen.point((pw + px, top + py), fill=(0, 255, 0))
+        if "masks" in face:
+            q = np.asarray(list(face["region_weights"].values()), np.float32)
+            heat = np.tensordot(q, face["masks"], axes=1)
+            heat = heat / max(float(heat.max()), 1e-6)
+            heat = visualize.resize_map(heat, face["aligned"].shape[:2], "nearest")
+            over = visualize.overlay(face["aligned"], heat, alpha=0.5)
+            canvas.paste(Image.fromarray(over).resize((PANEL, PANEL), Image.Resampling.BILINEAR), (pw + PANEL, top))
+            pen.text((pw + PANEL + 2, top + 2), "masks x q", fill="white", font=small)
+        if "probabilities" in face:
+            _bars(pen, face["probabilities"], pw + 2 * PANEL, top, small)
+    if path is not None:
+        with atomic.replacing(path) as f:
+            canvas.save(f, format="PNG")
+    return canvas
+
+
+def _bars(pen, probabilities: dict, left: int, top: int, font) -> None:
+    names = list(probabilities)
+    row = (PANEL - 8) / max(len(names), 1)
+    label_w, bar_w = 72, BARS - 72 - 40
+    best = max(probabilities, key=probabilities.get)
+    for j, name in enumerate(names):
+        y = top + 4 + j * row
+        p = float(probabilities[name])
+        pen.text((left + 4, y), name[:11], fill="black", font=font)
+        colour = (220, 60, 30) if name == best else (70, 110, 200)
+        pen.rectangle([left + label_w, y + 2, left + label_w + max(1, p * bar_w), y + row - 2], fill=colour)
+        pen.text((left + label_w + bar_w + 4, y), f"{p:.2f}", fill="black", font=font)
