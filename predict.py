@@ -31,6 +31,7 @@ _FLIP_TTA = flags.DEFINE_bool("flip_tta", False, "Average the softmax of each fa
 _OUTPUT = flags.DEFINE_string("output", None, "Write the JSON lines here instead of stdout.")
 _DRAW = flags.DEFINE_string("draw", None, "Folder for one annotated PNG per photo.")
 _UPSAMPLE = flags.DEFINE_integer("upsample", 0, "dlib upsampling: 1 finds faces of ~40 px, ~4x slower.", lower_bound=0)
+_THRESHOLD = flags.DEFINE_float("threshold", 0.0, "Added to dlib's detection threshold: higher, fewer false faces.")
 _BATCH_PHOTOS = flags.DEFINE_integer(
     "batch_photos", 16, "Photos whose faces go through the network together.", lower_bound=1
 )
@@ -58,7 +59,10 @@ def main(argv):
         raise ValueError(f"no image files in {', '.join(argv[1:])}")
     step = _STEP.value if _STEP.value in ("best", "latest") else int(_STEP.value)
     recognizer = Recognizer.from_workdir(
-        _WORKDIR.value, step=step, flip_tta=_FLIP_TTA.value, detector=DlibDetector(upsample=_UPSAMPLE.value)
+        _WORKDIR.value,
+        step=step,
+        flip_tta=_FLIP_TTA.value,
+        detector=DlibDetector(upsample=_UPSAMPLE.value, threshold=_THRESHOLD.value),
     )
     lines, failed, num_faces, drawn = [], 0, 0, set()
     out = sys.stdout if _OUTPUT.value is None else None
@@ -70,16 +74,20 @@ def main(argv):
         lines.append(line)
 
     for first in range(0, len(files), _BATCH_PHOTOS.value):
-        group, photos = files[first : first + _BATCH_PHOTOS.value], []
+        group, photos, errors = files[first : first + _BATCH_PHOTOS.value], {}, {}
         for path in group:
             try:
-                photos.append((path, read_photo(path)))
+                photos[path] = read_photo(path)
             except (ValueError, OSError) as err:
+                errors[path] = str(err)
+        results = dict(zip(photos, recognizer.predict_images(list(photos.values()))))
+        for path in group:  # in the order given
+            if path in errors:
                 failed += 1
-                print(f"error: {err}", file=sys.stderr)
-                emit({"file": str(path), "face": None, "error": str(err)})
-        results = recognizer.predict_images([image for _, image in photos])
-        for (path, image), found in zip(photos, results):
+                print(f"error: {errors[path]}", file=sys.stderr)
+                emit({"file": str(path), "face": None, "error": errors[path]})
+                continue
+            found = results[path]
             num_faces += len(found)
             if not found:
                 print(f"{path}: no face found", file=sys.stderr)
@@ -87,8 +95,7 @@ def main(argv):
             for i, face in enumerate(found):
                 emit({"file": str(path), "face": i, **face_json(face)})
             if _DRAW.value:
-                name = _unique(Path(_DRAW.value), path.stem, drawn)
-                draw(image, found, name)
+                draw(photos[path], found, _unique(Path(_DRAW.value), path.stem, drawn))
     if _OUTPUT.value is not None:
         atomic.write_text(_OUTPUT.value, "".join(line + "\n" for line in lines))
     print(
