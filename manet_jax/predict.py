@@ -246,7 +246,9 @@ def draw(image: np.ndarray, faces: list[dict], path=None):
         for px, py in np.asarray(face["landmarks"]) * scale:
             pen.ellipse([px - 1.5, py - 1.5, px + 1.5, py + 1.5], fill=(0, 255, 0))
         label = f"{i}: {face['top_class']} {face['top_probability']:.2f}" if "top_class" in face else f"{i}"
-        pen.text((x, max(0, y - 14)), label, fill=(255, 40, 40), font=font)
+        left, top_, right, bottom = pen.textbbox((x, max(0, y - 15)), label, font=font)
+        pen.rectangle([left - 2, top_ - 1, right + 2, bottom + 1], fill=(255, 40, 40))
+        pen.text((x, max(0, y - 15)), label, fill="white", font=font)
         top = i * PANEL
         crop = Image.fromarray(face["aligned"]).resize((PANEL, PANEL), Image.Resampling.BILINEAR)
         canvas.paste(crop, (pw, top))
