@@ -135,6 +135,19 @@ def test_exif_orientation_is_honoured(photo, tmp_path):
     np.testing.assert_array_equal(align.load_image(tmp_path / "turned.png", exif_orientation=False), stored)
 
 
+def test_an_unreadable_exif_block_leaves_the_picture_as_stored(photo, tmp_path, monkeypatch):
+    import struct
+
+    from PIL import ImageOps
+
+    def mangled(image):  # what Pillow raised on one fuzzed EXIF header
+        raise struct.error("required argument is not an integer")
+
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    monkeypatch.setattr(ImageOps, "exif_transpose", mangled)
+    np.testing.assert_array_equal(read_photo(tmp_path / "photo.png"), photo)
+
+
 def test_a_corrupt_file_is_named(tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")

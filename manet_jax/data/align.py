@@ -325,7 +325,7 @@ def load_image(path, min_side: int = MIN_IMAGE_SIDE, exif_orientation: bool = Tr
     try:
         with Image.open(path) as opened:
             opened.load()
-            img = ImageOps.exif_transpose(opened) if exif_orientation else opened
+            img = _upright(opened, ImageOps) if exif_orientation else opened
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale to 8 bits
                 arr = np.asarray(img, np.float64)
                 arr = np.clip(arr / (256.0 if arr.max() > 255 else 1.0), 0, 255).astype(np.uint8)
@@ -342,6 +342,15 @@ def load_image(path, min_side: int = MIN_IMAGE_SIDE, exif_orientation: bool = Tr
             f"{path}: image is {arr.shape[1]}x{arr.shape[0]} px; a face needs at least {min_side} px a side"
         )
     return as_rgb(arr)
+
+
+def _upright(img, image_ops):
+    """The picture turned as its EXIF Orientation says; as stored when that block is unreadable
+    (a mangled EXIF header can raise nearly anything in Pillow: struct.error, KeyError, ...)."""
+    try:
+        return image_ops.exif_transpose(img)
+    except Exception:  # the pixels are still good
+        return img
 
 
 def _float_grey_to_uint8(arr: np.ndarray, path) -> np.ndarray:
