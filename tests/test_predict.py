@@ -81,6 +81,12 @@ def test_several_photos_in_one_call_give_the_same_numbers(recognizer):
     assert recognizer(blank) == []
 
 
+def test_a_path_is_read_like_the_array(recognizer, tmp_path):
+    Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
+    (from_file,), (from_array,) = recognizer(tmp_path / "astronaut.png"), recognizer(data.astronaut())
+    assert from_file["box"] == from_array["box"] and from_file["probabilities"] == from_array["probabilities"]
+
+
 def test_flip_tta_is_run_predicts(trained):
     cfg, workdir = trained
     tta = Recognizer.from_workdir(workdir, flip_tta=True)
