@@ -250,6 +250,7 @@ def _folder(config, root: Path, log):
                 "classes": class_names,
                 "regex": d.subject_regex,
                 "align": spec.describe(),
+                "exif_orientation": True,  # photos are turned upright (align.load_image); older caches were not
                 "files": [
                     (r.name, st.st_size, st.st_mtime_ns) for rs in recs.values() for r in rs for st in [r.image.stat()]
                 ],
