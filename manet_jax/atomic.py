@@ -65,19 +65,20 @@ def replace_path(src, dst) -> Path:
     old one, for a moment none, then the new one, never a half-written one.
     """
     src, dst = Path(src), Path(dst)
-    if not src.is_dir():
+    if not src.is_dir() and not dst.is_dir():
         os.replace(src, dst)
         return dst
     old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-    if dst.is_dir():
+    if dst.exists():
         os.replace(dst, old)
-    elif dst.exists():
-        dst.unlink()
     try:
         os.replace(src, dst)
     except BaseException:
         if old.exists():
             os.replace(old, dst)  # put the old one back
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink(missing_ok=True)
     return dst
