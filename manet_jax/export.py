@@ -103,30 +103,32 @@ def class_names(run: inference.Run) -> list[str] | None:
     d = run.config.data
     if tuple(d.get("class_names", ())):
         return list(d.class_names)
-    name = d.get("name", "synthetic")
-    if name == "synthetic":
-        from manet_jax.data import synthetic
+    fixed = {"synthetic": "synthetic", "ckplus": "ckplus", "rafdb": "rafdb"}.get(d.get("name", "synthetic"))
+    if fixed is not None:
+        import importlib
 
-        return list(synthetic.CLASS_NAMES)
-    if name == "ck":
-        from manet_jax.data import ckplus
-
-        return list(ckplus.CLASS_NAMES)
-    if name == "raf":
-        from manet_jax.data import rafdb
-
-        return list(rafdb.CLASS_NAMES)
+        return list(importlib.import_module(f"manet_jax.data.{fixed}").CLASS_NAMES)
     from manet_jax.data import datasets
 
-    candidates = sorted(datasets.cache_root(run.config, run.workdir).glob("*/*/info.json"))
-    candidates += sorted((run.workdir / "eval").glob("metrics*.json"))
-    for path in candidates:
-        try:
-            names = json.loads(path.read_text()).get("class_names")
-        except (OSError, ValueError):
-            continue
-        if names and len(names) == run.model.num_classes:
-            return list(names)
+    def recorded(paths):
+        found = []
+        for path in paths:
+            try:
+                names = json.loads(path.read_text()).get("class_names")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if names and len(names) == run.model.num_classes and names not in found:
+                found.append(names)
+        return found
+
+    # this run's own evaluation first; then prepared data, if all of it agrees (a shared
+    # cache_dir can hold several folders' data)
+    for found in (
+        recorded(sorted((run.workdir / "eval").glob("metrics*.json"))),
+        recorded(sorted(datasets.cache_root(run.config, run.workdir).rglob("info.json"))),
+    ):
+        if len(found) == 1:
+            return list(found[0])
     return None
 
 
@@ -310,6 +312,12 @@ def export_run(
     output.mkdir(parents=True, exist_ok=True)
     source = {"workdir": str(workdir), "step": run.step, "flip_tta": flip_tta, "platforms": list(platforms)}
     log(f"{workdir}: {run.config.model.variant}, step {run.step} ({run.note}) -> {output}")
+    names = class_names(run)
+    if names is None:
+        log(
+            f"WARNING: the class names of {workdir} are unknown (config.data.class_names is empty and no "
+            "prepared data or eval/metrics.json names them): signature.json will say null"
+        )
 
     artifacts = {}
     with tempfile.TemporaryDirectory(dir=output, prefix=".staging-") as staging:
@@ -364,7 +372,7 @@ def export_run(
         "step_note": run.note,
         "checkpoint": str(run.checkpoint),
         "variant": run.config.model.variant,
-        "class_names": class_names(run),
+        "class_names": names,
         "input_size": run.model.input_size,
         "input": {
             "name": INPUT_NAME,

@@ -201,3 +201,32 @@ def test_cli_reports_a_missing_workdir_and_an_unknown_format_in_one_line(tmp_pat
         )
         assert out.returncode == 1, out.stderr[-2000:]
         assert expected in out.stderr and "Traceback" not in out.stderr
+
+
+def test_class_names_of_each_data_set(tmp_path):
+    from types import SimpleNamespace
+
+    from manet_jax import defaults
+    from manet_jax.data import ckplus, rafdb
+
+    def fake_run(name, **data):
+        config = defaults.get_config(name)
+        config.data.update(data)
+        return SimpleNamespace(config=config, workdir=tmp_path, model=SimpleNamespace(num_classes=3))
+
+    assert export.class_names(fake_run("ckplus")) == list(ckplus.CLASS_NAMES)
+    assert export.class_names(fake_run("rafdb")) == list(rafdb.CLASS_NAMES)
+    assert export.class_names(fake_run("folder", class_names=("b", "a", "c"))) == ["b", "a", "c"]
+    assert export.class_names(fake_run("folder")) is None  # sorted folder names, but nothing records them
+    for split in ("train", "test"):
+        info = tmp_path / "data" / "prepared" / "folder" / "faces-0123" / split / "info.json"
+        info.parent.mkdir(parents=True)
+        info.write_text(json.dumps({"class_names": ["x", "y", "z"]}))
+    assert export.class_names(fake_run("folder")) == ["x", "y", "z"]  # as the prepared data recorded them
+    other = tmp_path / "data" / "prepared" / "folder" / "other-4567" / "train" / "info.json"
+    other.parent.mkdir(parents=True)
+    other.write_text(json.dumps({"class_names": ["p", "q", "r"]}))
+    assert export.class_names(fake_run("folder")) is None  # two data sets in the cache: no guess
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps({"class_names": ["p", "q", "r"]}))
+    assert export.class_names(fake_run("folder")) == ["p", "q", "r"]  # the run's own evaluation decides
