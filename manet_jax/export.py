@@ -97,39 +97,7 @@ def output_shapes(run: inference.Run) -> dict[str, list]:
     return {k: [None, *v.shape[1:]] for k, v in shapes.items()}
 
 
-def class_names(run: inference.Run) -> list[str] | None:
-    """The label order of the run: config.data.class_names, the data set's fixed names, or what
-    its prepared data or eval/metrics.json recorded (a folder data set with class_names=())."""
-    d = run.config.data
-    if tuple(d.get("class_names", ())):
-        return list(d.class_names)
-    fixed = {"synthetic": "synthetic", "ckplus": "ckplus", "rafdb": "rafdb"}.get(d.get("name", "synthetic"))
-    if fixed is not None:
-        import importlib
-
-        return list(importlib.import_module(f"manet_jax.data.{fixed}").CLASS_NAMES)
-    from manet_jax.data import datasets
-
-    def recorded(paths):
-        found = []
-        for path in paths:
-            try:
-                names = json.loads(path.read_text()).get("class_names")
-            except (OSError, ValueError, AttributeError):
-                continue
-            if names and len(names) == run.model.num_classes and names not in found:
-                found.append(names)
-        return found
-
-    # this run's own evaluation first; then prepared data, if all of it agrees (a shared
-    # cache_dir can hold several folders' data)
-    for found in (
-        recorded(sorted((run.workdir / "eval").glob("metrics*.json"))),
-        recorded(sorted(datasets.cache_root(run.config, run.workdir).rglob("info.json"))),
-    ):
-        if len(found) == 1:
-            return list(found[0])
-    return None
+class_names = inference.class_names  # the label order written to signature.json
 
 
 # ------------------------------------------------------------------------- the writers

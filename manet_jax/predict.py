@@ -17,7 +17,6 @@ does not recompile the forward pass. A photo without a face gives [].
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,49 +41,15 @@ def batch_sizes(num: int, max_batch: int = MAX_BATCH) -> list[int]:
 
 
 def run_class_names(run) -> tuple[str, ...]:
-    """The class names of a run, index = model output, without preparing its data.
+    """inference.class_names, or 'class_0', 'class_1', ... (with a warning) when nothing names them."""
+    from manet_jax import inference
 
-    synthetic, ckplus, rafdb: the data set's fixed names. folder: config.data.class_names
-    when given; else the names its evaluation (eval/metrics*.json) or its prepared data
-    (info.json under the data cache) recorded. 'class_0', 'class_1', ... (with a warning)
-    when nothing names them.
-    """
-    config, workdir = run.config, Path(run.workdir)
+    names = inference.class_names(run)
+    if names:
+        return tuple(str(n) for n in names)
     num = int(run.model.num_classes)
-    name = config.data.name
-    candidates = []
-    if name == "synthetic":
-        from manet_jax.data import synthetic
-
-        candidates.append(synthetic.CLASS_NAMES)
-    elif name == "ckplus":
-        from manet_jax.data import ckplus
-
-        candidates.append(ckplus.CLASS_NAMES)
-    elif name == "rafdb":
-        from manet_jax.data import rafdb
-
-        candidates.append(rafdb.CLASS_NAMES)
-    else:
-        candidates.append(tuple(config.data.get("class_names", ()) or ()))
-        for path in sorted((workdir / "eval").glob("metrics*.json")):
-            candidates.append(_json_class_names(path))
-        from manet_jax.data import datasets
-
-        for path in sorted((datasets.cache_root(config, workdir) / "prepared" / name).glob("*/*/info.json")):
-            candidates.append(_json_class_names(path))
-    for names in candidates:
-        if names and len(names) == num:
-            return tuple(str(n) for n in names)
-    log.warning("%s: no record of its %d class names; calling them class_0 ... class_%d", workdir, num, num - 1)
+    log.warning("%s: no record of its %d class names; calling them class_0 ... class_%d", run.workdir, num, num - 1)
     return tuple(f"class_{i}" for i in range(num))
-
-
-def _json_class_names(path: Path) -> tuple[str, ...]:
-    try:
-        return tuple(json.loads(path.read_text()).get("class_names", ()))
-    except (OSError, ValueError, AttributeError):
-        return ()
 
 
 def read_photo(path) -> np.ndarray:
