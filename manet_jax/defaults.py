@@ -14,6 +14,7 @@ import ml_collections
 from manet_jax.regions import DEFAULT_REGION_SIZES
 
 DATA_SETS = ("synthetic", "ckplus", "rafdb", "folder")
+LANDMARK_MODES = ("template", "detect")  # config.data.landmarks (folder, rafdb): data/crop_landmarks.py
 
 
 def data_set_keys(data_set: str) -> dict:
@@ -27,11 +28,15 @@ def data_set_keys(data_set: str) -> dict:
             raf_source="original",  # 'original' (align with the 5 manual points) | 'aligned' (authors' crops)
             raf_landmarks="manual5",  # 'manual5' | 'auto37' (also store the 37 automatic points)
             raf37_to_8=(),  # auto37: indices of the paper's 8 points among the 37 (order: see README)
+            landmarks="template",  # raf_source='aligned': 'template' | 'detect' (data/crop_landmarks.py)
         )
     if data_set == "folder":
         return dict(
             class_names=(),  # label order; () = the sorted class folder names
             subject_regex=r"^(S\d+)_",  # subject id from the file name ('' = each image its own subject)
+            # 'template': centre square + the template's points for every face; 'detect': dlib finds
+            # each face's 68 points at preparation and aligns with them (data/crop_landmarks.py)
+            landmarks="template",
         )
     if data_set == "ckplus":
         return {}
@@ -48,6 +53,23 @@ def data_problem(data: ml_collections.ConfigDict) -> str | None:
             f"config.data.name={data.name!r} needs config.data.{', '.join(missing)}, which this config lacks: "
             f"start from a {data.name} config (configs/) or manet_jax.defaults.get_config({data.name!r})"
         )
+    if "landmarks" in data_set_keys(data.name):
+        if data.landmarks not in LANDMARK_MODES:
+            return f"config.data.landmarks must be one of {LANDMARK_MODES}, got {data.landmarks!r}"
+        if (
+            data.name == "rafdb"
+            and data.landmarks == "detect"
+            and (data.raf_source, data.raf_landmarks)
+            != (
+                "aligned",
+                "manual5",
+            )
+        ):
+            return (
+                f"config.data.landmarks='detect' is for RAF-DB's aligned crops (config.data.raf_source='aligned', "
+                f"raf_landmarks='manual5'); got raf_source={data.raf_source!r}, raf_landmarks={data.raf_landmarks!r}, "
+                f"whose landmarks come from the data set's files"
+            )
     return None
 
 

@@ -27,6 +27,7 @@ the image border.
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -38,6 +39,7 @@ from manet_jax.data import align
 INSTALL_HINT = "pip install -e '.[faces]' (dlib-bin and face-recognition-models)"
 LANDMARK_MODEL = "shape_predictor_68_face_landmarks.dat"
 NUM_LANDMARKS = 68
+MIN_DETECT_SIDE = 200  # px: main_face looks again, upscaled to this, in smaller images where it found no face
 
 
 @dataclass(frozen=True)
@@ -144,3 +146,38 @@ class DlibDetector:
             box = (int(rect.left()), int(rect.top()), int(rect.width()), int(rect.height()))
             faces.append(Face(box, float(score), points))
         return sorted(faces, key=lambda f: (f.box[0], f.box[1]))
+
+
+def main_face(detector: FaceDetector, image, min_side: int = MIN_DETECT_SIDE) -> Face | None:
+    """The face a face crop is of: the largest detected box (by area; a tie goes to the box
+    nearer the image centre), or None when there is none.
+
+    Largest rather than most central: in a folder of face crops the subject's face fills the
+    picture, and a face in the background is smaller even when it happens to sit nearer the
+    centre. An image whose shorter side is under `min_side` px (e.g. RAF-DB's 100x100 crops)
+    is looked at again, enlarged by the smallest whole factor that brings it to `min_side`,
+    when nothing is found at its own size (the HOG detector's smallest face is ~80 px); the
+    box and points are mapped back to the image's own pixels (x -> x / factor).
+    """
+    image = to_rgb_uint8(image)
+    height, width = image.shape[:2]
+    found, factor = detector.detect(image), 1
+    if not found and 2 <= min(height, width) < min_side:
+        from PIL import Image
+
+        factor = math.ceil(min_side / min(height, width))
+        enlarged = Image.fromarray(image).resize((width * factor, height * factor), Image.Resampling.BILINEAR)
+        found = detector.detect(np.asarray(enlarged))
+    if not found:
+        return None
+
+    def rank(face: Face):
+        x, y, w, h = face.box
+        return (-w * h, (x + w / 2 - width * factor / 2) ** 2 + (y + h / 2 - height * factor / 2) ** 2)
+
+    face = min(found, key=rank)
+    if factor == 1:
+        return face
+    x, y, w, h = face.box
+    box = tuple(int(round(v / factor)) for v in (x, y, w, h))
+    return Face(box, face.score, (np.asarray(face.landmarks, np.float64) / factor).astype(np.float32))

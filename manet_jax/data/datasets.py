@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from manet_jax import defaults
-from manet_jax.data import align, folds, prepared
+from manet_jax.data import align, crop_landmarks, folds, prepared
 
 
 def cache_root(config, workdir) -> Path:
@@ -120,24 +120,40 @@ def raf_options(data) -> dict:
     return raf
 
 
-def cache_name(spec: align.AlignSpec, **raf) -> str:
-    """A name that spells out every preparation setting: one cache folder per setting."""
+def cache_name(spec: align.AlignSpec, landmarks: str = "template", **raf) -> str:
+    """A name that spells out every preparation setting: one cache folder per setting
+    (landmarks='detect' adds '_detect'; the default names the caches it always did)."""
     box = "_".join(f"{round(v * 100):d}" for v in spec.face_box)
     name = f"s{spec.size}_{spec.transform}_{spec.points}_box{box}"
     if raf:
         name += f"_{raf.get('raf_source', 'original')}_{raf.get('raf_landmarks', 'manual5')}"
         if raf.get("raf37_to_8"):
             name += "_map" + "-".join(str(int(i)) for i in raf["raf37_to_8"])
+    if landmarks != "template":
+        name += f"_{landmarks}"
     return name
 
 
 def _write_split(
-    path: Path, examples, num_examples: int, spec: align.AlignSpec, num_landmarks: int, info: dict, name_length: int
+    path: Path,
+    examples,
+    num_examples: int,
+    spec: align.AlignSpec,
+    num_landmarks: int,
+    info: dict,
+    name_length: int,
+    tally: crop_landmarks.DetectionTally | None = None,
+    log=print,
 ) -> None:
-    """Stream examples (dicts in the prepared layout) into a new split, committed atomically."""
+    """Stream examples (dicts in the prepared layout) into a new split, committed atomically.
+    With a tally (config.data.landmarks='detect'), the detected and fallback counts and the
+    fallback images' names go into info['landmark_detection'] and the log."""
     with prepared.SplitWriter(path, num_examples, spec.size, num_landmarks, info, name_length=name_length) as writer:
-        for i, example in enumerate(examples):
+        for i, example in enumerate(examples if tally is None else tally(examples)):
             writer.set(i, example)
+        if tally is not None:
+            writer.info["landmark_detection"] = tally.info()
+            log(f"{tally.summary()} ({path.name}; the names: info.json, landmark_detection)")
         writer.commit()
 
 
@@ -160,9 +176,10 @@ def _annotated(config, root: Path, log):
     else:
         rafdb.find_root(source)
         raf, split_names = raf_options(d), ("train", "test")
-        num_landmarks, scheme = rafdb.landmark_layout(d.raf_source, d.raf_landmarks)
+        num_landmarks, scheme = rafdb.landmark_layout(d.raf_source, d.raf_landmarks, d.landmarks)
         class_names = rafdb.CLASS_NAMES
-    folder = root / "prepared" / d.name / cache_name(spec, **raf)
+    landmarks = d.get("landmarks", "template")  # CK+ has its own
+    folder = root / "prepared" / d.name / cache_name(spec, landmarks, **raf)
     paths = {s: folder / s for s in split_names}
     if not all(prepared.is_prepared(p) for p in paths.values()):
         start = time.time()
@@ -173,8 +190,13 @@ def _annotated(config, root: Path, log):
         else:
             records = rafdb.records(source, d.raf_source, d.raf_landmarks)
             by_split = {s: [r for r in records if r.split == s] for s in split_names}
+            detector = crop_landmarks.make_detector(landmarks)  # once per preparation
             load = functools.partial(
-                rafdb.load_example, spec=spec, landmark_set=d.raf_landmarks, raf37_to_8=raf["raf37_to_8"]
+                rafdb.load_example,
+                spec=spec,
+                landmark_set=d.raf_landmarks,
+                raf37_to_8=raf["raf37_to_8"],
+                detector=detector,
             )
         for split, path in paths.items():
             if prepared.is_prepared(path):
@@ -188,6 +210,7 @@ def _annotated(config, root: Path, log):
                 "align": spec.describe(),
                 "split": split,
                 **raf,
+                **({"landmarks": landmarks} if landmarks != "template" else {}),
             }
             _write_split(
                 path,
@@ -197,6 +220,8 @@ def _annotated(config, root: Path, log):
                 num_landmarks,
                 info,
                 name_length=max(len(r.name) for r in records) + 1,
+                tally=None if landmarks == "template" else crop_landmarks.DetectionTally(detector),
+                log=log,
             )
         log(f"prepared {d.name} in {time.time() - start:.1f}s -> {folder}")
     splits = {s: prepared.read_split(p) for s, p in paths.items()}
@@ -243,6 +268,7 @@ def _folder(config, root: Path, log):
     recs = {s: image_folder.records(f, class_names, d.subject_regex) for s, f in split_dirs.items()}
     all_subjects = [r.subject for rs in recs.values() for r in rs]
     ids = image_folder.subject_ids(all_subjects)
+    detect = d.landmarks == "detect"
     digest = hashlib.sha1(
         json.dumps(
             {
@@ -251,6 +277,8 @@ def _folder(config, root: Path, log):
                 "regex": d.subject_regex,
                 "align": spec.describe(),
                 "exif_orientation": True,  # photos are turned upright (align.load_image); older caches were not
+                # 'template' adds nothing, so the caches prepared before the key existed stay valid
+                **({"landmarks": d.landmarks, "detector": crop_landmarks.DETECTOR_KEY} if detect else {}),
                 "files": [
                     (r.name, st.st_size, st.st_mtime_ns) for rs in recs.values() for r in rs for st in [r.image.stat()]
                 ],
@@ -260,23 +288,36 @@ def _folder(config, root: Path, log):
     ).hexdigest()[:12]
     cache = root / "prepared" / "folder" / f"{source.name}-{digest}"
     _report_suspicious_files(cache, lambda: image_folder.suspicious_files(split_dirs, class_names, recs), log)
-    out, offset = {}, 0
+    out, offset, detector = {}, 0, None
     for split, rs in recs.items():
         path = cache / split
         split_ids = ids[offset : offset + len(rs)]
         offset += len(rs)
         if not prepared.is_prepared(path):
             start = time.time()
+            if detect and detector is None:
+                detector = crop_landmarks.make_detector("detect")  # once per preparation
             info = {
                 "class_names": list(class_names),
                 "source": "folder",
                 "source_dir": str(source),
-                "landmark_scheme": "template",
+                "landmark_scheme": "ibug68" if detect else "template",  # a fallback's template points: iBUG order
                 "align": spec.describe(),
                 "subject_regex": d.subject_regex,
+                **({"landmarks": "detect"} if detect else {}),
             }
-            examples = (image_folder.load_example(r, int(sid), spec) for r, sid in zip(rs, split_ids))
-            _write_split(path, examples, len(rs), spec, 68, info, name_length=max(len(r.name) for r in rs) + 1)
+            examples = (image_folder.load_example(r, int(sid), spec, detector) for r, sid in zip(rs, split_ids))
+            _write_split(
+                path,
+                examples,
+                len(rs),
+                spec,
+                68,
+                info,
+                name_length=max(len(r.name) for r in rs) + 1,
+                tally=crop_landmarks.DetectionTally(detector) if detect else None,
+                log=log,
+            )
             log(f"prepared {len(rs)} images of {source} ({split}) in {time.time() - start:.1f}s -> {path}")
         out[split] = prepared.read_split(path)
     if "all" in out:

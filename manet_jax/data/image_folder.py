@@ -5,7 +5,10 @@
 
 Images of any size, grey or colour, are centre-cropped to a square and resized; every image
 gets the template's landmarks (the faces are assumed roughly aligned, so the RASnet target
-masks sit where the template puts the eyes, nose and mouth). A regular expression on the file
+masks sit where the template puts the eyes, nose and mouth). With config.data.landmarks='detect'
+a face detector finds each image's face and 68 points at preparation time and the image is
+aligned with them instead; images without a detected face keep the template path
+(data/crop_landmarks.py). A regular expression on the file
 name gives the subject id, so person-independent folds work here too; its default matches
 CK+-style names (`S005_001_00000011.png` -> subject S005). Set config.data.subject_regex=''
 to make every image its own subject.
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from manet_jax.data import align
+from manet_jax.data import align, crop_landmarks
 from manet_jax.data.annotations import LayoutError
 
 DEFAULT_SUBJECT_REGEX = r"^(S\d+)_"
@@ -153,13 +156,8 @@ def subject_ids(subjects) -> np.ndarray:
     return np.asarray([mapping[s] for s in subjects], np.int32)
 
 
-def load_example(record: Record, subject_id: int, spec: align.AlignSpec) -> dict:
-    image = align.center_square(align.load_image(record.image), spec.size)
-    return {
-        "image": image,
-        "landmarks8": align.template_8(spec.size, spec.face_box).astype(np.float32),
-        "landmarks": align.template_68(spec.size, spec.face_box).astype(np.float32),
-        "label": record.label,
-        "subject_id": subject_id,
-        "name": record.name,
-    }
+def load_example(record: Record, subject_id: int, spec: align.AlignSpec, detector=None) -> dict:
+    """One image in the prepared layout: the template's points (no detector), or the largest
+    detected face's, aligned, falling back to the template (data/crop_landmarks.py)."""
+    example = crop_landmarks.crop_example(align.load_image(record.image), spec, detector)
+    return {**example, "label": record.label, "subject_id": subject_id, "name": record.name}

@@ -12,6 +12,8 @@ Source 'original' (default) aligns every image to our template with its 5 manual
 (eye centres, nose tip, mouth corners); the 8 points of the paper are derived from the 5 as
 `align.eight_points` documents. Source 'aligned' takes the authors' 100x100 crops, resized,
 with the template's 8 points (the authors' alignment template is not published).
+`config.data.landmarks='detect'` (only with 'aligned' and 'manual5') runs the face detector
+on the crops instead and aligns them with the detected 68 points (data/crop_landmarks.py).
 `config.data.raf_landmarks='auto37'` also stores the 37 automatic points (transformed into
 the crop) and, given `config.data.raf37_to_8` (eight indices into them), takes the 8 points
 from there; the 37 points' order is only documented by a figure in the data set's README.
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from manet_jax.data import align
+from manet_jax.data import align, crop_landmarks
 from manet_jax.data.annotations import AnnotationError, LayoutError, read_points
 
 # Labels 1..7 of list_patition_label.txt.
@@ -139,12 +141,15 @@ def records(root, source: str = "original", landmark_set: str = "manual5") -> li
     return out
 
 
-def landmark_layout(source: str, landmark_set: str) -> tuple[int, str]:
+def landmark_layout(source: str, landmark_set: str, landmarks: str = "template") -> tuple[int, str]:
     """(points per face, scheme) of the stored `landmarks`: the 37 automatic points, the
-    template's 68 for the authors' aligned crops, else the 5 manual points."""
+    template's 68 for the authors' aligned crops (detected iBUG 68 with landmarks='detect'),
+    else the 5 manual points."""
     if landmark_set == "auto37":
         return 37, "raf37"
-    return (68, "template") if source == "aligned" else (5, "five")
+    if source == "aligned":
+        return 68, "ibug68" if landmarks == "detect" else "template"
+    return 5, "five"
 
 
 def read_manual_landmarks(path) -> np.ndarray:
@@ -152,14 +157,16 @@ def read_manual_landmarks(path) -> np.ndarray:
     return read_points(path, 5, more_lines_follow=True)
 
 
-def load_example(record: Record, spec: align.AlignSpec, landmark_set: str = "manual5", raf37_to_8=()) -> dict:
-    """Decode, align and package one image in the prepared layout."""
+def load_example(
+    record: Record, spec: align.AlignSpec, landmark_set: str = "manual5", raf37_to_8=(), detector=None
+) -> dict:
+    """Decode, align and package one image in the prepared layout. The authors' aligned crops
+    get the template's points, or with a detector (config.data.landmarks='detect') the
+    detected face's, aligned to our template (data/crop_landmarks.py)."""
     image = align.load_image(record.image, exif_orientation=False)  # landmarks index the stored pixels
     example = {"label": record.label, "subject_id": record.index, "name": record.name}
     if record.manual is None:  # the authors' aligned crops
-        example["image"] = align.center_square(image, spec.size)
-        example["landmarks8"] = align.template_8(spec.size, spec.face_box).astype(np.float32)
-        example["landmarks"] = align.template_68(spec.size, spec.face_box).astype(np.float32)
+        example.update(crop_landmarks.crop_example(image, spec, detector))
         return example
     five = read_manual_landmarks(record.manual)
     try:
