@@ -8,7 +8,8 @@ Layout: <root>/<class>/<image> (then config.data.fold 1..10 picks the person-ind
 test fold; default 1) or <root>/train/<class>/... and <root>/test/<class>/... with
 --config.data.fold=0. Any size, grey or colour: centre-cropped square and resized to
 model.input_size. There are no landmark files: every face gets the template's landmarks, so
-faces should be roughly aligned (eyes level, centred). Subjects come from file names through
+faces should be roughly aligned (eyes level, centred); --config.data.landmarks=detect finds
+each face's 68 points at preparation (dlib, the `faces` extra) and aligns with them instead. Subjects come from file names through
 config.data.subject_regex (CK+-style `S005_001_00000011.png` by default; '' = each image its
 own subject). Labels follow config.data.class_names, or the sorted folder names.
 

@@ -3,7 +3,8 @@
     python train.py --config=configs/raf.py --workdir=runs/raf --config.data.data_dir=/data/RAF-DB/basic
 
 Data: 12,271 training and 3,068 test images, aligned once with their 5 manual landmarks to
-the 224x224 template (config.data.raf_source='aligned' uses the authors' 100x100 crops).
+the 224x224 template (config.data.raf_source='aligned' uses the authors' 100x100 crops, with
+the template's points or, with config.data.landmarks='detect', dlib's detected ones).
 Recipe: 224 px, batch 42, SGD momentum 0.9, weight decay 5e-4, lr 1e-3 x0.1 every 5K
 iterations, 20K iterations (per stage), dropout 0.5, Xavier; conv blocks from VGG-Face via
 --config.model.init_from.path=... (docs/pretrained.md).
