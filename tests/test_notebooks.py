@@ -80,7 +80,8 @@ def _text(nb) -> str:
     out = []
     for cell in nb.cells:
         for o in cell.get("outputs", []):
-            out.append(o.get("text", "") or o.get("data", {}).get("text/plain", ""))
+            data = o.get("data", {})
+            out.append(o.get("text", "") or data.get("text/markdown", "") or data.get("text/plain", ""))
     return "\n".join(out)
 
 
@@ -93,6 +94,7 @@ def test_quickstart_runs_on_eight_devices(tmp_path, monkeypatch):
     assert (run / "metrics.jsonl").is_file() and (run / "eval" / "pictures.png").is_file()
     assert json.loads((run / "eval" / "metrics.json").read_text())["num_examples"] == 21
     assert "max |difference| to Run.predict" in text
+    assert re.search(r"^\(\d+, \d+, \d+, \d+\) \w+ \(\d\.\d\d\)$", text, re.M)  # the astronaut's face
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 4  # curves, confusion matrix, pictures, the annotated photo
 
