@@ -21,12 +21,13 @@ the demo's convergence settings (docs/training_dynamics.md: AdamW with warm-up, 
 output scaled by N), data augmentation (crop jitter, rotation, brightness/contrast, flips),
 150 RASnet + 1,600 ERSnet steps at batch 24 (~43 epochs of 900 faces; lr x0.1 after 1,200).
 Measured on the hard synthetic stand-in set (`python bench/synthetic_folder.py
---out=runs/synth_folder`), see the README, "Status of folder.py:cpu": ten folds of vgg give
-60.2% +- 8.2 against hog_svm's 52.0% on the same 64 px crops but 58.8% on 96 px ones: not yet
-a clear margin over HOG at its best. The schedule is what
+--out=runs/synth_folder`), see the README, "Status of folder.py:cpu": ten folds give vgg_se
+61.4% +- 4.9, vgg 59.9% +- 3.8 and manet 53.5% +- 5.3 (no landmark files: template masks)
+against hog_svm's 52.0% on the same 64 px crops but 58.8% on 96 px ones: not yet a clear
+margin over HOG at its best. The schedule is what
 the budget buys: at 400 steps (96 px) the networks were at 38-40%, and decaying the rate
 before ~1,200 steps stops them early (44% with the decay at 600). About 3-3.5 min per vgg
-fold on 2 cores (ten folds: ~33 min), more for manet.
+fold on 2 cores (ten folds: ~35-40 min), more for manet.
 """
 
 from manet_jax import defaults
