@@ -18,8 +18,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from manet_jax import cli  # noqa: E402
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json, checkpoints/).")
-_STEP = flags.DEFINE_string("step", "best", "'best' (by eval_accuracy), 'latest' or a step number.")
+_STEP = cli.define_step_flag()
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"], "Which split to evaluate.")
 _FLIP_TTA = flags.DEFINE_bool("flip_tta", False, "Average the softmax of each image and its mirror.")
 _BATCH_SIZE = flags.DEFINE_integer(
@@ -27,9 +29,6 @@ _BATCH_SIZE = flags.DEFINE_integer(
 )
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Optional config file replacing <workdir>/config.json.")
 flags.mark_flags_as_required(["workdir"])
-flags.register_validator(
-    "step", lambda v: v in ("best", "latest") or v.isdigit(), message="--step must be 'best', 'latest' or a step number"
-)
 
 
 def main(argv):
@@ -40,7 +39,7 @@ def main(argv):
     from manet_jax import metrics
     from manet_jax.inference import evaluate_workdir
 
-    step = _STEP.value if _STEP.value in ("best", "latest") else int(_STEP.value)
+    step = cli.step_value(_STEP)
     summary = evaluate_workdir(
         _WORKDIR.value,
         step=step,
@@ -61,6 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from manet_jax import cli
-
     cli.run(main)

@@ -15,9 +15,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from manet_jax import cli  # noqa: E402
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json, checkpoints/).")
 _FORMAT = flags.DEFINE_string("format", "all", "all, or a comma-separated list of: jax, saved_model, tflite.")
-_STEP = flags.DEFINE_string("step", "best", "'best' (by eval_accuracy), 'latest' or a step number.")
+_STEP = cli.define_step_flag()
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder (default <workdir>/export).")
 _PLATFORMS = flags.DEFINE_list(
     "platforms", "cpu,cuda,tpu", "Platforms the jax and SavedModel artifacts are lowered for."
@@ -25,9 +27,6 @@ _PLATFORMS = flags.DEFINE_list(
 _FLIP_TTA = flags.DEFINE_bool("flip_tta", False, "Bake flip TTA (mean softmax of image and mirror) into the artifacts.")
 _CHECK = flags.DEFINE_bool("check", True, "Load every artifact back and compare it with Run.predict.")
 flags.mark_flags_as_required(["workdir"])
-flags.register_validator(
-    "step", lambda v: v in ("best", "latest") or v.isdigit(), message="--step must be 'best', 'latest' or a step number"
-)
 
 
 def main(argv):
@@ -38,7 +37,7 @@ def main(argv):
     from manet_jax import export
 
     formats = export.parse_formats(_FORMAT.value)  # an unknown format fails before anything loads
-    step = _STEP.value if _STEP.value in ("best", "latest") else int(_STEP.value)
+    step = cli.step_value(_STEP)
     export.export_run(
         _WORKDIR.value,
         formats,
@@ -51,6 +50,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from manet_jax import cli
-
     cli.run(main)

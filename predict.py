@@ -25,8 +25,10 @@ import time  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
+from manet_jax import cli  # noqa: E402
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a run written by train.py.")
-_STEP = flags.DEFINE_string("step", "best", "Checkpoint: 'best', 'latest' or a step number.")
+_STEP = cli.define_step_flag()
 _FLIP_TTA = flags.DEFINE_bool("flip_tta", False, "Average the softmax of each face and its mirror.")
 _OUTPUT = flags.DEFINE_string("output", None, "Write the JSON lines here instead of stdout.")
 _DRAW = flags.DEFINE_string("draw", None, "Folder for one annotated PNG per photo.")
@@ -36,9 +38,6 @@ _BATCH_PHOTOS = flags.DEFINE_integer(
     "batch_photos", 16, "Photos whose faces go through the network together.", lower_bound=1
 )
 flags.mark_flags_as_required(["workdir"])
-flags.register_validator(
-    "step", lambda v: v in ("best", "latest") or v.isdigit(), message="--step must be 'best', 'latest' or a step number"
-)
 
 
 def main(argv):
@@ -57,7 +56,7 @@ def main(argv):
     files = photo_files(argv[1:])
     if not files:
         raise ValueError(f"no image files in {', '.join(argv[1:])}")
-    step = _STEP.value if _STEP.value in ("best", "latest") else int(_STEP.value)
+    step = cli.step_value(_STEP)
     recognizer = Recognizer.from_workdir(
         _WORKDIR.value,
         step=step,
@@ -120,6 +119,4 @@ def _unique(folder, stem: str, taken: set):
 
 
 if __name__ == "__main__":
-    from manet_jax import cli
-
     cli.run(main)

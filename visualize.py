@@ -17,8 +17,10 @@ import time  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
+from manet_jax import cli  # noqa: E402
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a run written by train.py.")
-_STEP = flags.DEFINE_string("step", "best", "Checkpoint: 'best', 'latest' or a step number.")
+_STEP = cli.define_step_flag()
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 6, "Rows, when --indices is not given.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["train", "test"], "Which split to draw images from.")
 _INDICES = flags.DEFINE_list("indices", None, "Example indices in the split (overrides --num_images).")
@@ -53,7 +55,7 @@ def main(argv):
     from manet_jax.inference import load_run
 
     start = time.time()
-    run = load_run(_WORKDIR.value, step=_STEP.value)
+    run = load_run(_WORKDIR.value, step=cli.step_value(_STEP))
     train, test = datasets.load_splits(run.config, run.workdir, log=logging.info)
     split = test if _SPLIT.value == "test" else train
     if split.image_size != run.model.input_size:
@@ -81,6 +83,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from manet_jax import cli
-
     cli.run(main)

@@ -14,6 +14,21 @@ from collections.abc import Callable
 from absl import app, flags
 
 USER_ERRORS = (ValueError, OSError, FloatingPointError)
+NAMED_STEPS = ("best", "latest")
+
+
+def define_step_flag() -> flags.FlagHolder:
+    """--step, checked when the flags are parsed: 'best' (by eval_accuracy), 'latest' or a number."""
+    holder = flags.DEFINE_string("step", "best", "Checkpoint: 'best' (by eval_accuracy), 'latest' or a step number.")
+    flags.register_validator(
+        "step", lambda v: v in NAMED_STEPS or v.isdigit(), message="--step must be 'best', 'latest' or a step number"
+    )
+    return holder
+
+
+def step_value(holder: flags.FlagHolder) -> int | str:
+    """The --step flag as load_run takes it: 'best', 'latest' or an int."""
+    return holder.value if holder.value in NAMED_STEPS else int(holder.value)
 
 
 def run(main: Callable) -> None:
