@@ -74,8 +74,8 @@ def fixed_batch(config, rng_seed=0):
 
 def jax_worker(name: str, steps: int, warmup: int, extra: dict) -> dict:
     import jax
-
     from flops import step_flops
+
     from manet_jax import training
     from manet_jax.models import build_model
 
@@ -107,7 +107,6 @@ def jax_worker(name: str, steps: int, warmup: int, extra: dict) -> dict:
 
 def torch_worker(name: str, steps: int, warmup: int, extra: dict) -> dict:
     import torch
-
     import torch_reference
 
     torch.manual_seed(0)
@@ -252,7 +251,9 @@ def main(argv=None):
         pipe = run_worker("pipeline", "demo_stage2", argparse.Namespace(**{**vars(args), "steps": 60}))
         if "demo_stage2" in by_case:
             need = 24 / (by_case["demo_stage2"]["jax_ms"] / 1e3)
-            print(f"pipeline: {pipe['images_per_s']:.0f} images/s, {pipe['images_per_s'] / need:.1f}x the demo stage 2 step's {need:.0f}")
+            print(
+                f"pipeline: {pipe['images_per_s']:.0f} images/s, {pipe['images_per_s'] / need:.1f}x the demo stage 2 step's {need:.0f}"
+            )
         else:
             print(f"pipeline: {pipe['images_per_s']:.0f} images/s")
     if "demo_stage1" in by_case and "demo_stage2" in by_case:

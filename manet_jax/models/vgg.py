@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from manet_jax.models.attention import MABlock, SqueezeExcite
-from manet_jax.models.layers import KERNEL_INITS, scaled
+from manet_jax.models.layers import KERNEL_INITS, max_pool_2x2, scaled
 
 # (block, convs, channels) of VGG16.
 VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
@@ -68,7 +68,7 @@ class ERSnet(nn.Module):
             if block == 5:  # the last conv activations, for Grad-CAM: their value and d logits / d them
                 x = self.probe("conv5", x)
                 self.sow("intermediates", "conv5", x)
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool_2x2(x)
             if block == 4:
                 x = self.attend(x, masks, extras)
         x = x.reshape(x.shape[0], -1)
