@@ -97,6 +97,9 @@ def get_config(data_set: str = "synthetic") -> ml_collections.ConfigDict:
     model.ma_weight_channels = 128  # weight branch: 1x1 conv channels (our reading)
     model.norm = "none"  # ERSnet convs: 'none' (the paper's VGG16) | 'group' (GroupNorm, from-scratch option)
     model.rasnet_input_size = 0  # 0 = input_size (the paper); else RASnet sees the face resized to this (>= 87)
+    # ERSnet's 3x3 conv kernel gradient on CPU: 'fast' (manet_jax/models/conv.py: nine matmuls
+    # or two half-batch convs, equal within rounding) | 'xla' (XLA's own); GPU/TPU: always XLA's
+    model.cpu_kernel_grad = "fast"
     model.ma_output_scale = 1.0  # x F of Eq. 6 (1 = the paper); num_regions keeps V's scale at init
     # (width, height) fractions of the image per region, in REGION_NAMES order (Table 2 as read
     # with Eq. 4: eyes+brows 0.72W wide x 0.36H tall, mouth+nose 0.54W x 0.36H).

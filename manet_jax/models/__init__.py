@@ -18,6 +18,8 @@ def build_model(model_config) -> MANet:
         raise ValueError(f"model.input_scale must be > 0, got {cfg.get('input_scale')}")
     if int(cfg.get("rasnet_input_size", 0)) < 0:
         raise ValueError(f"model.rasnet_input_size must be 0 (= input_size) or a size, got {cfg.rasnet_input_size}")
+    if cfg.get("cpu_kernel_grad", "fast") not in ("fast", "xla"):
+        raise ValueError(f"model.cpu_kernel_grad must be 'fast' or 'xla', got {cfg.cpu_kernel_grad!r}")
     if cfg.input_size % 16:
         raise ValueError(f"model.input_size must be a multiple of 16 (V = input / 16), got {cfg.input_size}")
     return MANet(
@@ -40,6 +42,7 @@ def build_model(model_config) -> MANet:
         ma_output_scale=float(cfg.get("ma_output_scale", 1.0)),
         norm=str(cfg.get("norm", "none")),
         rasnet_input_size=int(cfg.get("rasnet_input_size", 0)),
+        cpu_kernel_grad=str(cfg.get("cpu_kernel_grad", "fast")),
     )
 
 

@@ -52,6 +52,7 @@ class MANet(nn.Module):
     # RASnet's Table 1 layers need >= 87 px; a smaller ERSnet input (a CPU recipe) can give
     # RASnet the same face resized to this size (0 = input_size, the paper).
     rasnet_input_size: int = 0
+    cpu_kernel_grad: str = "fast"  # model.cpu_kernel_grad (manet_jax/models/conv.py)
     activation: Callable = nn.relu  # passed to every sub-module; guided backprop swaps it
 
     @property
@@ -88,6 +89,7 @@ class MANet(nn.Module):
             ma_output_scale=self.ma_output_scale,
             norm=self.norm,
             activation=self.activation,
+            cpu_kernel_grad=self.cpu_kernel_grad,
         )
 
     def scale_input(self, images):

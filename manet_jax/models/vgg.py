@@ -13,6 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from manet_jax.models import conv
 from manet_jax.models.attention import MABlock, SqueezeExcite
 from manet_jax.models.layers import KERNEL_INITS, max_pool_2x2, scaled
 
@@ -39,6 +40,8 @@ class ERSnet(nn.Module):
     ma_output_scale: float = 1.0
     norm: str = "none"  # 'none' (the paper) | 'group': GroupNorm after every conv (from-scratch option)
     activation: Callable = nn.relu  # every ReLU of the module; guided backprop swaps it (visualize.py)
+    # 'fast': the conv kernel gradient of manet_jax/models/conv.py on CPU; 'xla': XLA's own
+    cpu_kernel_grad: str = "fast"
 
     def conv_block(self, x, block: int, convs: int, channels: int):
         for k in range(1, convs + 1):
@@ -48,6 +51,7 @@ class ERSnet(nn.Module):
                 padding=1,
                 dtype=self.dtype,
                 kernel_init=self.kernel_init,
+                conv_general_dilated=conv.conv_general_dilated if self.cpu_kernel_grad == "fast" else None,
                 name=f"conv{block}_{k}",
             )(x)
             if self.norm == "group":
