@@ -4,8 +4,9 @@
     python bench/train_step.py --config=configs/default.py --config.model.dtype=bfloat16   # GPU/TPU
 
 Prints one JSON line per stage: steps/s and images/s of the train step on random inputs
-(compile excluded), and images/s of the tf.data pipeline on synthetic faces. Timing goals
-live here, never in the tests.
+(compile excluded), XLA's FLOPs per step and the MFU they give against the device's peak
+(bench/flops.py: data sheet for known GPUs/TPUs, a measured matmul elsewhere), and images/s
+of the tf.data pipeline on synthetic faces. Timing goals live here, never in the tests.
 """
 
 import json
@@ -14,10 +15,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from flops import peak_flops, step_flops  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from manet_jax import training  # noqa: E402
@@ -40,14 +43,16 @@ def main(_):
         "label": rng.integers(0, cfg.model.num_classes, b).astype(np.int32),
     }
     batch = jax.device_put(batch)
+    peak, peak_source = peak_flops(cfg.model.dtype)
     for stage in training.stage_steps(cfg):
         tx, _ = training.make_optimizer(cfg.train, stage)
         state = training.init_state(model, 0, stage, tx)
-        step = jax.jit(training.make_train_step(model, stage, tx), donate_argnums=0)
         start = time.perf_counter()
+        step = jax.jit(training.make_train_step(model, stage, tx), donate_argnums=0).lower(state, batch).compile()
         state, metrics = step(state, batch)
         jax.block_until_ready(metrics)
         compile_s = time.perf_counter() - start
+        flops = step_flops(step)
         start = time.perf_counter()
         for _ in range(_STEPS.value):
             state, metrics = step(state, batch)
@@ -66,6 +71,11 @@ def main(_):
                     "first_step_s": round(compile_s, 2),
                     "steps_per_s": round(1 / dt, 3),
                     "images_per_s": round(b / dt, 1),
+                    "gflop_per_step": flops and round(flops / 1e9, 2),
+                    "tflop_per_s": flops and round(flops / dt / 1e12, 3),
+                    "mfu": flops and round(flops / dt / peak, 3),
+                    "peak_tflop_per_s": round(peak / 1e12, 3),
+                    "peak_from": peak_source,
                 }
             ),
             flush=True,
