@@ -1,6 +1,7 @@
 """Training: the real train_and_evaluate, frozen partitions, data parallel, resume, NaN."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -34,16 +35,36 @@ def read_metrics(workdir):
     return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
 
 
+class CompileLog(logging.Handler):
+    """Collects JAX's "Finished XLA compilation of jit(<name>)" messages (jax.log_compiles)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.names = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith("Finished XLA compilation of jit("):
+            self.names.append(message.split("jit(", 1)[1].split(")", 1)[0])
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
     cfg = tiny_config()
-    final = training.train_and_evaluate(cfg, workdir)
-    return cfg, workdir, final
+    compiles = CompileLog()
+    logger = logging.getLogger("jax._src.dispatch")
+    logger.addHandler(compiles)
+    try:
+        with jax.log_compiles(True):
+            final = training.train_and_evaluate(cfg, workdir)
+    finally:
+        logger.removeHandler(compiles)
+    return cfg, workdir, final, compiles.names
 
 
 def test_train_and_evaluate_runs_both_stages_and_logs(finished_run):
-    cfg, workdir, final = finished_run
+    cfg, workdir, final, _ = finished_run
     records = read_metrics(workdir)
     train_records = [r for r in records if "loss" in r]
     assert [r["step"] for r in train_records] == list(range(1, 9))
@@ -67,8 +88,14 @@ def test_train_and_evaluate_runs_both_stages_and_logs(finished_run):
         assert ckpts.restore_meta(4)["stage"] == 1 and ckpts.restore_meta(8)["stage"] == 2
 
 
+def test_the_train_step_compiles_once_per_stage(finished_run):
+    """8 steps over two stages: two compilations of the step, no recompiles between steps."""
+    names = finished_run[3]
+    assert names.count("train_step") == 2, names
+
+
 def test_rerun_of_a_finished_run_trains_nothing_more(finished_run):
-    cfg, workdir, final = finished_run
+    cfg, workdir, final, _ = finished_run
     before = restore_params(workdir / "checkpoints")
     again = training.train_and_evaluate(cfg, workdir)
     assert again["eval_accuracy"] == pytest.approx(final["eval_accuracy"])
@@ -76,7 +103,7 @@ def test_rerun_of_a_finished_run_trains_nothing_more(finished_run):
 
 
 def test_checkpoint_of_another_shape_names_the_keys(finished_run):
-    cfg, workdir, _ = finished_run
+    cfg, workdir, *_ = finished_run
     config_json = (workdir / "config.json").read_bytes()
     cfg = tiny_config()
     cfg.model.num_classes = 7
