@@ -72,22 +72,29 @@ def fixed_batch(config, rng_seed=0):
     }
 
 
-def jax_worker(name: str, steps: int, warmup: int, extra: dict) -> dict:
+def compiled_step(name: str, extra: dict | None = None):
+    """(compiled donated train step, fresh state, fixed batch on device, compile seconds) of a case."""
     import jax
-    from flops import step_flops
 
     from manet_jax import training
     from manet_jax.models import build_model
 
     config, stage = case_config(name, extra)
-    base = rss_mb()
     model = build_model(config.model)
     tx, _ = training.make_optimizer(config.train, stage)
     state = training.init_state(model, 0, stage, tx)
     batch = jax.device_put(fixed_batch(config))
     start = time.perf_counter()
     step = jax.jit(training.make_train_step(model, stage, tx), donate_argnums=0).lower(state, batch).compile()
-    compile_s = time.perf_counter() - start
+    return step, state, batch, time.perf_counter() - start
+
+
+def jax_worker(name: str, steps: int, warmup: int, extra: dict) -> dict:
+    import jax
+    from flops import step_flops
+
+    base = rss_mb()
+    step, state, batch, compile_s = compiled_step(name, extra)
     times = []
     for k in range(warmup + steps):
         start = time.perf_counter()

@@ -68,15 +68,7 @@ def profile_jax(case: str, steps: int, extra: dict) -> None:
     import jax
     from jax.profiler import ProfileData
 
-    from manet_jax import training
-    from manet_jax.models import build_model
-
-    config, stage = compare.case_config(case, extra)
-    model = build_model(config.model)
-    tx, _ = training.make_optimizer(config.train, stage)
-    state = training.init_state(model, 0, stage, tx)
-    batch = jax.device_put(compare.fixed_batch(config))
-    step = jax.jit(training.make_train_step(model, stage, tx), donate_argnums=0).lower(state, batch).compile()
+    step, state, batch, _ = compare.compiled_step(case, extra)
     names = hlo_op_names(step.as_text())
     for _ in range(3):
         state, _ = step(state, batch)
