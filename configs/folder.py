@@ -21,12 +21,13 @@ the demo's convergence settings (docs/training_dynamics.md: AdamW with warm-up, 
 output scaled by N), data augmentation (crop jitter, rotation, brightness/contrast, flips),
 150 RASnet + 2,400 ERSnet steps at batch 24 (64 epochs of 900 faces; lr x0.1 after 1,800).
 Measured on the hard synthetic stand-in set (`python bench/synthetic_folder.py
---out=runs/synth_folder`): see the README, "Status of folder.py:cpu", for every fold of
-vgg, vgg_se, manet and hog_svm and the wall time of each. The schedule is what the budget
-buys: at 1,600 steps (lr drop at 1,200) vgg averaged 59.9% over the ten folds, about HOG's
-58.8% on 96 px crops; at 2,400 the decay comes after the loss has left its plateau
-(docs/training_dynamics.md has the fold-1 curves). About 2.5 min per vgg fold on 2 cores,
-more for manet (RASnet's input resize and the MA block).
+--out=runs/synth_folder`, clean clone at d4a5a91; README, "Status of folder.py:cpu", has
+every fold): ten folds give vgg_se 75.7% +- 3.8, vgg 73.1% +- 5.4 and manet 70.2% +- 7.2 (no
+landmark files: template masks) against hog_svm's 58.8% +- 4.7 on 96 px crops (52.0% on the
+same 64 px ones). Ten folds take 24 min (vgg), 27.5 min (vgg_se) and 34 min (manet, whose
+step is ~1.3x vgg's) on 2 cores. The schedule is what the budget buys: at 1,600 steps
+(drop at 1,200) the networks were at 54-61%, about HOG; at 2,400 the drop comes after the
+loss has left its plateau (docs/training_dynamics.md has the fold-1 curves).
 """
 
 from manet_jax import defaults
