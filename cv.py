@@ -3,15 +3,18 @@
     python cv.py --config=configs/synthetic.py --root=runs/cv
     python cv.py --config=configs/synthetic.py --root=runs/cv --folds=1-3 --variants=vgg \
         --config.train.stage2_steps=200
+    python cv.py --config=configs/folder.py:cpu --root=runs/cv --jobs=2 ...   # two folds at once
 
 Trains every fold k of every variant into <root>/<variant>/fold_<k> (config.data.fold=k,
 config.model.variant=variant; --variants overrides the config's variant; `hog_svm` adds the
 classical HOG + linear SVM baseline, fitted in seconds, to the same table), evaluates each at
 its last checkpoint and writes <root>/cv_summary.json and cv_summary.md. Re-running the
-same command skips finished folds. See docs/evaluation.md.
+same command skips finished folds. --jobs=N trains N folds at once in worker processes,
+each pinned to its share of the CPUs (logs in <fold>/cv.log). See docs/evaluation.md.
 """
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,6 +31,13 @@ _EVAL_ONLY = flags.DEFINE_bool("eval_only", False, "Never train: (re-)evaluate e
 _STEP = flags.DEFINE_string("step", "latest", "Checkpoint per fold: 'latest' (the protocol), 'best' or a number.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Evaluation batch size (default config.train.eval_batch_size).")
 _CACHE = flags.DEFINE_bool("compilation_cache", True, "Persistent XLA compilation cache in <root>/.jax_cache.")
+_JOBS = flags.DEFINE_integer(
+    "jobs",
+    1,
+    "Folds trained at once, each in a worker process pinned to its share of the CPUs "
+    "(2 on a 2-core CPU: ~1.3x sooner; results not bit-identical to --jobs=1).",
+)
+_WRITE_SUMMARY = flags.DEFINE_bool("write_summary", True, "Write cv_summary.json/.md (--jobs workers do not).")
 flags.mark_flags_as_required(["config", "root"])
 
 
@@ -44,9 +54,19 @@ def main(argv):
     if unknown:
         raise app.UsageError(f"unknown --variants {unknown}; choose from {known}")
     folds = crossval.parse_folds(_FOLDS.value)
+    if _JOBS.value < 1:
+        raise app.UsageError(f"--jobs must be >= 1, got {_JOBS.value}")
+    if hasattr(os, "sched_getaffinity"):
+        print(
+            f"cv.py: variants {_VARIANTS.value}, folds {folds}, on CPUs {sorted(os.sched_getaffinity(0))}", flush=True
+        )
     if _CACHE.value:
         crossval.enable_compilation_cache(os.path.join(_ROOT.value, ".jax_cache"))
     step = _STEP.value if _STEP.value in ("best", "latest") else int(_STEP.value)
+    if _JOBS.value > 1 and not _EVAL_ONLY.value:
+        crossval.run_parallel(
+            _CONFIG.value, _ROOT.value, folds, _VARIANTS.value, os.path.abspath(__file__), sys.argv[1:], _JOBS.value
+        )
     summary = crossval.run_cv(
         _CONFIG.value,
         _ROOT.value,
@@ -55,10 +75,12 @@ def main(argv):
         eval_only=_EVAL_ONLY.value,
         step=step,
         batch_size=_BATCH_SIZE.value,
+        write=_WRITE_SUMMARY.value,
     )
     print()
     print(crossval.summary_markdown(summary))
-    print(f"summary: {os.path.join(summary['root'], 'cv_summary.json')} and cv_summary.md")
+    if _WRITE_SUMMARY.value:
+        print(f"summary: {os.path.join(summary['root'], 'cv_summary.json')} and cv_summary.md")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import subprocess
+import sys
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -93,6 +98,15 @@ def latest_step(workdir: Path, variant: str | None = None) -> int | None:
         return ckpts.latest_step()
 
 
+def finished_result(config, workdir: Path) -> dict | None:
+    """The fold's fold_result.json when it is for the config's number of training steps."""
+    path = workdir / RESULT_FILE
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    return result if result.get("total_steps") == total_steps(config) else None
+
+
 def run_fold(
     config, workdir: Path, step="latest", eval_only: bool = False, batch_size: int | None = None, log=print
 ) -> dict:
@@ -101,11 +115,9 @@ def run_fold(
 
     variant, fold, steps = config.model.variant, int(config.data.fold), total_steps(config)
     result_path = workdir / RESULT_FILE
-    if result_path.is_file() and not eval_only:
-        result = json.loads(result_path.read_text())
-        if result.get("total_steps") == steps:
-            log(f"{variant} fold {fold}: finished earlier ({result_path}), reused")
-            return {**result, "trained": False, "evaluated": False}
+    if not eval_only and (result := finished_result(config, workdir)) is not None:
+        log(f"{variant} fold {fold}: finished earlier ({result_path}), reused")
+        return {**result, "trained": False, "evaluated": False}
     done = latest_step(workdir, variant)
     trained, train_seconds = False, 0.0
     if eval_only:
@@ -153,8 +165,9 @@ def run_cv(
     step="latest",
     batch_size: int | None = None,
     log=print,
+    write: bool = True,
 ) -> dict:
-    """Every fold of every variant (resumable), then <root>/cv_summary.json and .md."""
+    """Every fold of every variant (resumable), then (`write`) <root>/cv_summary.json and .md."""
     root = Path(root).absolute()
     results = []
     for variant in variants:
@@ -174,7 +187,8 @@ def run_cv(
             for r in results
         ],
     )
-    write_summary(root, summary)
+    if write:
+        write_summary(root, summary)
     return summary
 
 
@@ -297,3 +311,122 @@ def enable_compilation_cache(directory) -> None:
     jax.config.update("jax_compilation_cache_dir", str(Path(directory).absolute()))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+# --------------------------------------------------------------------- parallel folds
+def cpu_groups(jobs: int, cpus: Sequence[int] | None = None) -> list[list[int]]:
+    """The CPUs this process may use, split into `jobs` disjoint groups of near-equal size."""
+    if cpus is None:
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    cpus = list(cpus)
+    if not 1 <= jobs <= len(cpus):
+        raise ValueError(f"--jobs={jobs}: this process may use {len(cpus)} CPUs, so --jobs must be 1..{len(cpus)}")
+    return [[int(c) for c in group] for group in np.array_split(cpus, jobs)]
+
+
+_OWN_FLAGS = ("jobs", "folds", "variants", "write_summary", "nowrite_summary")
+
+
+def worker_argv(argv: Sequence[str], variant: str, fold: int) -> list[str]:
+    """cv.py's command-line flags for one worker: the user's, less those the worker sets itself."""
+    kept, skip_value = [], False
+    for arg in argv:
+        if skip_value:
+            skip_value = False
+            continue
+        match = re.fullmatch(r"--?([\w.]+)(=.*)?", arg)
+        if match and match.group(1) in _OWN_FLAGS:
+            skip_value = match.group(2) is None and match.group(1) not in ("write_summary", "nowrite_summary")
+            continue
+        kept.append(arg)
+    return [
+        *kept,
+        f"--variants={variant}",
+        f"--folds={fold}",
+        "--jobs=1",
+        "--nowrite_summary",
+        "--config.train.progress_bar=false",
+    ]
+
+
+def run_parallel(config, root, folds, variants, script: str, argv: Sequence[str], jobs: int, log=print) -> None:
+    """Train and evaluate the unfinished folds in `jobs` worker processes (cv.py itself) at once.
+
+    Each worker is pinned to its own group of CPUs, so XLA and tf.data size their thread
+    pools to it. On a small CPU one train step keeps two cores only ~70% busy (many small
+    ops run one after the other), so two folds at a time on one core each finish ~1.3x
+    sooner than one fold on both (docs/evaluation.md). A fold's float sums then run on one
+    thread instead of two, so its numbers are not bit-identical to a --jobs=1 run (and
+    neither is a run on another core count). Workers write <fold>/cv.log; the caller then
+    runs run_cv, which finds every fold finished.
+    """
+    from manet_jax.data import datasets
+
+    root = Path(root).absolute()
+    groups = cpu_groups(jobs)
+    todo = deque(
+        (variant, fold)
+        for variant in variants
+        for fold in folds
+        if finished_result(fold_config(config, root, variant, fold), fold_workdir(root, variant, fold)) is None
+    )
+    if not todo:
+        return
+    for variant in dict.fromkeys(v for v, _ in todo):  # prepare the shared data once, before any worker
+        first = next(f for v, f in todo if v == variant)
+        datasets.load_splits(fold_config(config, root, variant, first), fold_workdir(root, variant, first), log=log)
+    log(f"{len(todo)} folds on {jobs} workers, CPUs {groups}")
+    free, running, failed = list(range(jobs)), {}, []
+    try:
+        while todo or running:
+            while todo and free and not failed:
+                group = free.pop(0)
+                variant, fold = todo.popleft()
+                running[group] = _start_worker(script, argv, variant, fold, root, groups[group], log)
+            time.sleep(0.2)
+            for group, (proc, variant, fold, started, log_path) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[group]
+                free.append(group)
+                seconds = time.time() - started
+                if proc.returncode != 0:
+                    failed.append((variant, fold, proc.returncode, log_path))
+                    log(
+                        f"{variant} fold {fold}: FAILED (exit code {proc.returncode}) after {seconds:.0f}s; log {log_path}"
+                    )
+                    continue
+                result = json.loads((fold_workdir(root, variant, fold) / RESULT_FILE).read_text())
+                log(f"{variant} fold {fold}: accuracy {100 * result['accuracy']:.2f}% ({seconds:.0f}s)")
+    finally:
+        for proc, *_ in running.values():  # interrupted: stop the workers (checkpoints stay intact)
+            proc.terminate()
+        for proc, *_ in running.values():
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    if failed:
+        variant, fold, code, log_path = failed[0]
+        tail = "".join(Path(log_path).read_text(errors="replace").splitlines(keepends=True)[-20:])
+        raise RuntimeError(
+            f"{len(failed)} fold(s) failed; the first, {variant} fold {fold}, exited with code {code}. "
+            f"Its log {log_path} ends:\n{tail}"
+        )
+
+
+def _start_worker(script: str, argv, variant: str, fold: int, root: Path, cpus: list[int], log):
+    workdir = fold_workdir(root, variant, fold)
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "cv.log"
+    pin = hasattr(os, "sched_setaffinity")
+    with log_path.open("a") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, script, *worker_argv(argv, variant, fold)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if pin else None,
+        )
+    log(f"{variant} fold {fold}: started on CPUs {cpus if pin else 'all (cannot pin here)'}; log {log_path}")
+    return proc, variant, fold, time.time(), log_path

@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +131,63 @@ def test_cv_end_to_end_ten_folds_then_resume(tmp_path, monkeypatch):
     assert [Path(w).name for w in evaluated] == ["fold_3"]
     assert (root / "vgg" / "fold_3" / "fold_result.json").is_file()
     assert {d: sorted(p.name for p in (d / "checkpoints").iterdir()) for d in fold_dirs} == steps
+
+
+def test_cpu_groups_and_worker_argv():
+    assert crossval.cpu_groups(2, [0, 1, 2, 3, 4]) == [[0, 1, 2], [3, 4]]
+    assert crossval.cpu_groups(1, [5, 7]) == [[5, 7]]
+    with pytest.raises(ValueError, match="--jobs=3: this process may use 2 CPUs"):
+        crossval.cpu_groups(3, [0, 1])
+    argv = ["--config=c.py", "--jobs", "2", "--folds=1-10", "--variants", "vgg,manet", "--root=r", "--config.seed=1"]
+    assert crossval.worker_argv([*argv, "--nowrite_summary"], "vgg", 3) == [
+        "--config=c.py",
+        "--root=r",
+        "--config.seed=1",
+        "--variants=vgg",
+        "--folds=3",
+        "--jobs=1",
+        "--nowrite_summary",
+        "--config.train.progress_bar=false",
+    ]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to pin two workers")
+def test_cv_jobs_trains_folds_in_workers_pinned_to_their_own_cpus(tmp_path):
+    config_path = tmp_path / "tiny_cv.py"
+    config_path.write_text(CONFIG_FILE)
+    root = tmp_path / "cv"
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    result = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            ",".join(map(str, cpus)),
+            sys.executable,
+            "cv.py",
+            f"--config={config_path}",
+            f"--root={root}",
+            "--variants=vgg",
+            "--folds=2-3",
+            "--jobs=2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # each worker ran one fold, saw only its own CPU, and left its log in the fold's workdir
+    seen = {}
+    for fold in (2, 3):
+        log = (root / "vgg" / f"fold_{fold}" / "cv.log").read_text()
+        seen[fold] = re.search(r"folds \[(\d+)\], on CPUs \[(\d+)\]", log).groups()
+        assert seen[fold][0] == str(fold)
+    assert sorted(int(cpu) for _, cpu in seen.values()) == cpus
+    assert not (root / "vgg" / "fold_1").exists()
+    # the parent found both folds finished and aggregated their own results
+    assert result.stdout.count("finished earlier") == 2
+    summary = json.loads((root / "cv_summary.json").read_text())["variants"]["vgg"]
+    results = [json.loads((root / "vgg" / f"fold_{k}" / "fold_result.json").read_text()) for k in (2, 3)]
+    assert summary["folds"] == [2, 3]
+    assert summary["fold_accuracies"] == [r["accuracy"] for r in results]
+    assert all(r["step"] == r["total_steps"] == 2 for r in results)

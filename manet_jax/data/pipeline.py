@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
@@ -254,11 +255,23 @@ def _as_tf_dataset(steps, make_batch, example_shapes):
         return {n: tf.ensure_shape(o, example_shapes[n]) for n, o in zip(names, outs)}
 
     ds = tf.data.Dataset.from_tensor_slices(np.asarray(steps, np.int64))
-    ds = ds.map(tf_load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(tf_load, num_parallel_calls=parallel_batches(), deterministic=True)
     options = tf.data.Options()
     options.threading.private_threadpool_size = 0
-    options.experimental_optimization.map_parallelization = True
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    # No autotuning: its model thread sleeps up to 60 s between rounds, and destroying an
+    # unfinished iterator sometimes waited out that sleep (28-55 s after a run's last step,
+    # in about 1 run of 3: docs/training_dynamics.md). The batches need no tuning anyway.
+    options.autotune.enabled = False
+    return ds.with_options(options).prefetch(PREFETCH_BATCHES)
+
+
+PREFETCH_BATCHES = 4
+
+
+def parallel_batches() -> int:
+    """Batches built at once: one per CPU this process may run on (cv.py --jobs pins workers)."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    return max(1, len(cpus))
 
 
 def _shapes(local_batch: int, size: int, mask_size, eval_mode: bool) -> dict:
