@@ -2,7 +2,7 @@
 
     python train.py --config=configs/folder.py --workdir=runs/mine --config.data.data_dir=/data/faces
     python cv.py --config=configs/folder.py:cpu --root=runs/mine_cv --config.data.data_dir=/data/faces \
-        --variants=manet,vgg,vgg_se,hog_svm
+        --variants=manet,vgg,vgg_se,hog_svm --jobs=2
 
 Layout: <root>/<class>/<image> (then config.data.fold 1..10 picks the person-independent
 test fold; default 1) or <root>/train/<class>/... and <root>/test/<class>/... with
@@ -21,13 +21,15 @@ the demo's convergence settings (docs/training_dynamics.md: AdamW with warm-up, 
 output scaled by N), data augmentation (crop jitter, rotation, brightness/contrast, flips),
 150 RASnet + 2,400 ERSnet steps at batch 24 (64 epochs of 900 faces; lr x0.1 after 1,800).
 Measured on the hard synthetic stand-in set (`python bench/synthetic_folder.py
---out=runs/synth_folder`, clean clone at d4a5a91; README, "Status of folder.py:cpu", has
-every fold): ten folds give vgg_se 75.7% +- 3.8, vgg 73.1% +- 5.4 and manet 70.2% +- 7.2 (no
+--out=runs/synth_folder`, clean clone at 0294f4e; README, "Status of folder.py:cpu", has
+every fold): ten folds give vgg_se 74.9% +- 5.6, vgg 73.1% +- 4.6 and manet 70.2% +- 8.2 (no
 landmark files: template masks) against hog_svm's 58.8% +- 4.7 on 96 px crops (52.0% on the
-same 64 px ones). Ten folds take 24 min (vgg), 27.5 min (vgg_se) and 34 min (manet, whose
-step is ~1.3x vgg's) on 2 cores. The schedule is what the budget buys: at 1,600 steps
-(drop at 1,200) the networks were at 54-61%, about HOG; at 2,400 the drop comes after the
-loss has left its plateau (docs/training_dynamics.md has the fold-1 curves).
+same 64 px ones). With --jobs=2 (two folds at once, one core each) ten folds take 17.5 min
+(vgg), 16.7 min (vgg_se) and 22.3 min (manet, whose step is ~1.3x vgg's) on 2 cores;
+one fold at a time on both cores they took 24, 27.5 and 34 min. The schedule is what the
+budget buys: at 1,600 steps (drop at 1,200) the networks were at 54-61%, about HOG; at 2,400
+the drop comes after the loss has left its plateau (docs/training_dynamics.md has the fold-1
+curves).
 """
 
 from manet_jax import defaults

@@ -409,7 +409,7 @@ def run_parallel(config, root, folds, variants, script: str, argv: Sequence[str]
     if failed:
         variant, fold, code, log_path = failed[0]
         tail = "".join(Path(log_path).read_text(errors="replace").splitlines(keepends=True)[-20:])
-        raise RuntimeError(
+        raise ChildProcessError(  # an OSError: cv.py prints it as one line, the worker's own error quoted
             f"{len(failed)} fold(s) failed; the first, {variant} fold {fold}, exited with code {code}. "
             f"Its log {log_path} ends:\n{tail}"
         )

@@ -191,3 +191,30 @@ def test_cv_jobs_trains_folds_in_workers_pinned_to_their_own_cpus(tmp_path):
     assert summary["folds"] == [2, 3]
     assert summary["fold_accuracies"] == [r["accuracy"] for r in results]
     assert all(r["step"] == r["total_steps"] == 2 for r in results)
+
+
+def test_cv_jobs_names_the_failed_fold_and_its_log(tmp_path):
+    config_path = tmp_path / "tiny_cv.py"
+    config_path.write_text(CONFIG_FILE)
+    root = tmp_path / "cv"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "cv.py",
+            f"--config={config_path}",
+            f"--root={root}",
+            "--variants=vgg",
+            "--folds=4",
+            "--jobs=2",
+            "--config.model.width_multiplier=-1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode != 0
+    log = root / "vgg" / "fold_4" / "cv.log"
+    assert f"vgg fold 4, exited with code 1. Its log {log} ends:" in result.stderr
+    assert "config.model.width_multiplier must be > 0, got -1" in result.stderr  # the worker's own error, quoted
+    assert not (root / "cv_summary.json").exists() and not (root / "vgg" / "fold_4" / "fold_result.json").exists()

@@ -258,9 +258,10 @@ def _as_tf_dataset(steps, make_batch, example_shapes):
     ds = ds.map(tf_load, num_parallel_calls=parallel_batches(), deterministic=True)
     options = tf.data.Options()
     options.threading.private_threadpool_size = 0
-    # No autotuning: its model thread sleeps up to 60 s between rounds, and destroying an
-    # unfinished iterator sometimes waited out that sleep (28-55 s after a run's last step,
-    # in about 1 run of 3: docs/training_dynamics.md). The batches need no tuning anyway.
+    # No autotuning: destroying an unfinished iterator sometimes waited for its model thread,
+    # which sleeps up to 60 s between rounds (28-55 s after a run's last step in about 1 run
+    # of 3; py-spy --native: RootDataset::Iterator's destructor joining that thread). One
+    # batch per CPU in flight and a few prefetched keep any train step fed without tuning.
     options.autotune.enabled = False
     return ds.with_options(options).prefetch(PREFETCH_BATCHES)
 
