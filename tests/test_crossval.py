@@ -65,6 +65,15 @@ def test_parse_folds():
         crossval.parse_folds("0-3")
 
 
+def run_cv_py(tmp_path, *flags, prefix=()):
+    """cv.py on the tiny config (written to tmp_path) with root tmp_path/cv: (result, root)."""
+    config_path = tmp_path / "tiny_cv.py"
+    config_path.write_text(CONFIG_FILE)
+    root = tmp_path / "cv"
+    command = [*prefix, sys.executable, "cv.py", f"--config={config_path}", f"--root={root}", "--variants=vgg", *flags]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600), root
+
+
 def load_config(path):
     spec = importlib.util.spec_from_file_location("tiny_cv_config", path)
     module = importlib.util.module_from_spec(spec)
@@ -73,16 +82,8 @@ def load_config(path):
 
 
 def test_cv_end_to_end_ten_folds_then_resume(tmp_path, monkeypatch):
+    result, root = run_cv_py(tmp_path)
     config_path = tmp_path / "tiny_cv.py"
-    config_path.write_text(CONFIG_FILE)
-    root = tmp_path / "cv"
-    result = subprocess.run(
-        [sys.executable, "cv.py", f"--config={config_path}", f"--root={root}", "--variants=vgg"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| vgg | 10 |" in result.stdout
 
@@ -153,28 +154,9 @@ def test_cpu_groups_and_worker_argv():
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to pin two workers")
 def test_cv_jobs_trains_folds_in_workers_pinned_to_their_own_cpus(tmp_path):
-    config_path = tmp_path / "tiny_cv.py"
-    config_path.write_text(CONFIG_FILE)
-    root = tmp_path / "cv"
     cpus = sorted(os.sched_getaffinity(0))[:2]
-    result = subprocess.run(
-        [
-            "taskset",
-            "-c",
-            ",".join(map(str, cpus)),
-            sys.executable,
-            "cv.py",
-            f"--config={config_path}",
-            f"--root={root}",
-            "--variants=vgg",
-            "--folds=2-3",
-            "--jobs=2",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    taskset = ("taskset", "-c", ",".join(map(str, cpus)))
+    result, root = run_cv_py(tmp_path, "--folds=2-3", "--jobs=2", prefix=taskset)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     # each worker ran one fold, saw only its own CPU, and left its log in the fold's workdir
     seen = {}
@@ -194,25 +176,7 @@ def test_cv_jobs_trains_folds_in_workers_pinned_to_their_own_cpus(tmp_path):
 
 
 def test_cv_jobs_names_the_failed_fold_and_its_log(tmp_path):
-    config_path = tmp_path / "tiny_cv.py"
-    config_path.write_text(CONFIG_FILE)
-    root = tmp_path / "cv"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "cv.py",
-            f"--config={config_path}",
-            f"--root={root}",
-            "--variants=vgg",
-            "--folds=4",
-            "--jobs=2",
-            "--config.model.width_multiplier=-1",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result, root = run_cv_py(tmp_path, "--folds=4", "--jobs=2", "--config.model.width_multiplier=-1")
     assert result.returncode != 0
     log = root / "vgg" / "fold_4" / "cv.log"
     assert f"vgg fold 4, exited with code 1. Its log {log} ends:" in result.stderr
