@@ -46,7 +46,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    from manet_jax import classical, crossval
+    from manet_jax import classical, cpus, crossval
     from manet_jax.models import VARIANTS
 
     known = [*VARIANTS, classical.VARIANT]
@@ -56,10 +56,7 @@ def main(argv):
     folds = crossval.parse_folds(_FOLDS.value)
     if _JOBS.value < 1:
         raise app.UsageError(f"--jobs must be >= 1, got {_JOBS.value}")
-    if hasattr(os, "sched_getaffinity"):
-        print(
-            f"cv.py: variants {_VARIANTS.value}, folds {folds}, on CPUs {sorted(os.sched_getaffinity(0))}", flush=True
-        )
+    print(f"cv.py: variants {_VARIANTS.value}, folds {folds}, on CPUs {cpus.usable()}", flush=True)
     if _CACHE.value:
         crossval.enable_compilation_cache(os.path.join(_ROOT.value, ".jax_cache"))
     step = _STEP.value if _STEP.value in ("best", "latest") else int(_STEP.value)

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from manet_jax import cpus as process_cpus
 from manet_jax import metrics
 
 NUM_FOLDS = 10
@@ -316,9 +317,7 @@ def enable_compilation_cache(directory) -> None:
 # --------------------------------------------------------------------- parallel folds
 def cpu_groups(jobs: int, cpus: Sequence[int] | None = None) -> list[list[int]]:
     """The CPUs this process may use, split into `jobs` disjoint groups of near-equal size."""
-    if cpus is None:
-        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    cpus = list(cpus)
+    cpus = process_cpus.usable() if cpus is None else list(cpus)
     if not 1 <= jobs <= len(cpus):
         raise ValueError(f"--jobs={jobs}: this process may use {len(cpus)} CPUs, so --jobs must be 1..{len(cpus)}")
     return [[int(c) for c in group] for group in np.array_split(cpus, jobs)]
@@ -353,9 +352,9 @@ def run_parallel(config, root, folds, variants, script: str, argv: Sequence[str]
     """Train and evaluate the unfinished folds in `jobs` worker processes (cv.py itself) at once.
 
     Each worker is pinned to its own group of CPUs, so XLA and tf.data size their thread
-    pools to it. On a small CPU one train step keeps two cores only ~70% busy (many small
-    ops run one after the other), so two folds at a time on one core each finish ~1.3x
-    sooner than one fold on both (docs/evaluation.md). A fold's float sums then run on one
+    pools to it. On a small CPU one train step does not keep every core busy (many small ops
+    run one after the other): on 2 cores two folds on one core each step 1.33x faster in
+    total than one fold on both (docs/evaluation.md). A fold's float sums then run on one
     thread instead of two, so its numbers are not bit-identical to a --jobs=1 run (and
     neither is a run on another core count). Workers write <fold>/cv.log; the caller then
     runs run_cv, which finds every fold finished.
@@ -419,7 +418,7 @@ def _start_worker(script: str, argv, variant: str, fold: int, root: Path, cpus: 
     workdir = fold_workdir(root, variant, fold)
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "cv.log"
-    pin = hasattr(os, "sched_setaffinity")
+    pin = process_cpus.can_pin()
     with log_path.open("a") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
             [sys.executable, script, *worker_argv(argv, variant, fold)],

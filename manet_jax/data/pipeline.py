@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from manet_jax import preprocess, regions
+from manet_jax import cpus, preprocess, regions
 from manet_jax.data.prepared import PreparedSplit
 
 if TYPE_CHECKING:
@@ -271,8 +270,7 @@ PREFETCH_BATCHES = 4
 
 def parallel_batches() -> int:
     """Batches built at once: one per CPU this process may run on (cv.py --jobs pins workers)."""
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    return max(1, len(cpus))
+    return len(cpus.usable())
 
 
 def _shapes(local_batch: int, size: int, mask_size, eval_mode: bool) -> dict:
