@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from manet_jax import atomic, metrics
+from manet_jax import atomic, metrics, run_record
 
 VARIANT = "hog_svm"
 MODEL_DIR = "hog_svm"
@@ -255,8 +255,9 @@ def _check_workdir(config, workdir: Path) -> None:
 def fit_workdir(config, workdir, log=print) -> dict:
     """Fit on the training split of config.data (its fold) into <workdir>/hog_svm/model.npz.
 
-    Also writes <workdir>/config.json, as training does. A model already there with the same
-    settings and training data is reused; one with other settings raises (nothing is lost).
+    Also writes <workdir>/config.json and run.json (run_record), as training does. A model
+    already there with the same settings and training data is reused; one with other settings
+    raises (nothing is lost).
     Returns train accuracy, number of examples, fit seconds and whether it was reused.
     """
     from manet_jax.data import datasets
@@ -273,6 +274,7 @@ def fit_workdir(config, workdir, log=print) -> dict:
     old = _reusable(path, settings)
     workdir.mkdir(parents=True, exist_ok=True)
     metrics.write_text_atomic(workdir / "config.json", config.to_json_best_effort(indent=2))
+    run_record.write(workdir, run_record.record_for(config, train.class_names, kind="classical"))
     if old is not None:
         log(f"{VARIANT}: {path} is already fitted with these settings, reused")
         return {

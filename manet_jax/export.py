@@ -19,8 +19,9 @@ gives, through the same normalisation (preprocess.normalize) and forward pass
 - `model.tflite`: converted from that SavedModel with TFLite builtin ops only (no Flex / select
   TF ops needed); `tf.lite.Interpreter(model_path=...).get_signature_runner()(images=...)`,
   which resizes the batch itself.
-- `signature.json`: class names, input and outputs, variant, step, source workdir, platforms,
-  each artifact's size and sha256, and the round-trip check made at export.
+- `signature.json`: class names and preprocessing (from the run's run.json: manet_jax.run_record),
+  data set (and whether it was the synthetic drawings), input and outputs, variant, step,
+  source workdir, platforms, each artifact's size and sha256, and the round-trip check made at export.
 
 Each artifact is written into a temporary sibling and renamed into place (manet_jax.atomic):
 an interrupted export leaves the previous artifact or none, never half of one; signature.json
@@ -47,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from manet_jax import atomic, evaluation, inference, preprocess
+from manet_jax import atomic, evaluation, inference, preprocess, run_record
 
 log_ = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def output_shapes(run: inference.Run) -> dict[str, list]:
     return {k: [None, *v.shape[1:]] for k, v in shapes.items()}
 
 
-class_names = inference.class_names  # the label order written to signature.json
+class_names = inference.class_names  # the label order written to signature.json (the run's run.json)
 
 
 # ------------------------------------------------------------------------- the writers
@@ -280,12 +281,7 @@ def export_run(
     output.mkdir(parents=True, exist_ok=True)
     source = {"workdir": str(workdir), "step": run.step, "flip_tta": flip_tta, "platforms": list(platforms)}
     log(f"{workdir}: {run.config.model.variant}, step {run.step} ({run.note}) -> {output}")
-    names = class_names(run)
-    if names is None:
-        log(
-            f"WARNING: the class names of {workdir} are unknown (config.data.class_names is empty and no "
-            "prepared data or eval/metrics.json names them): signature.json will say null"
-        )
+    names, record = class_names(run), run_record.resolve(workdir, run.config)  # raise before any work
 
     artifacts = {}
     with tempfile.TemporaryDirectory(dir=output, prefix=".staging-") as staging:
@@ -341,6 +337,8 @@ def export_run(
         "checkpoint": str(run.checkpoint),
         "variant": run.config.model.variant,
         "class_names": names,
+        "data_set": record["data_set"],
+        "synthetic": record["synthetic"],
         "input_size": run.model.input_size,
         "input": {
             "name": INPUT_NAME,
@@ -350,6 +348,7 @@ def export_run(
         },
         "outputs": {k: {"shape": s, "dtype": "float32"} for k, s in output_shapes(run).items()},
         "pixel_mean": [float(v) for v in run.config.data.get("pixel_mean", preprocess.VGGFACE_MEAN_RGB)],
+        "preprocessing": record["preprocessing"],
         "signature_name": SIGNATURE_NAME,
         "artifacts": artifacts,
         "versions": _versions(),

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from manet_jax import defaults, evaluation, metrics, preprocess
+from manet_jax import defaults, evaluation, metrics, preprocess, run_record
 from manet_jax.checkpoints import Checkpoints
 from manet_jax.models import MANet, build_model
 
@@ -194,44 +194,23 @@ def load_run(workdir, step: int | str = "best", config: ml_collections.ConfigDic
 
 
 # ----------------------------------------------------------------------------- a split
-def class_names(run: Run) -> list[str] | None:
-    """The label order of a run (index = model output) without preparing its data.
+def class_names(run: Run) -> list[str]:
+    """The label order of a run (index = model output), as its workdir recorded it when trained.
 
-    config.data.class_names when given; else the data set's fixed names (synthetic, CK+,
-    RAF-DB); else (a folder data set) what the run's own eval/metrics*.json recorded, or its
-    prepared data when all of it agrees (a shared cache_dir can hold several folders' data).
-    None when nothing names them.
+    <workdir>/run.json (run_record); for a run trained before that file existed, what its
+    config.json names unambiguously (config.data.class_names, or the fixed classes of the
+    synthetic, CK+ and RAF-DB data sets). Anything else raises: the names are never guessed.
     """
-    d = run.config.data
-    if tuple(d.get("class_names", ())):
-        return list(d.class_names)
-    fixed = {"synthetic": "synthetic", "ckplus": "ckplus", "rafdb": "rafdb"}.get(d.get("name", "synthetic"))
-    if fixed is not None:
-        import importlib
-
-        return list(importlib.import_module(f"manet_jax.data.{fixed}").CLASS_NAMES)
-    from manet_jax.data import datasets
-
-    def recorded(paths):
-        found = []
-        for path in paths:
-            try:
-                names = json.loads(path.read_text()).get("class_names")
-            except (OSError, ValueError, AttributeError):
-                continue
-            if names and len(names) == run.model.num_classes and names not in found:
-                found.append(names)
-        return found
-
-    # this run's own evaluation first; then prepared data, if all of it agrees (a shared
-    # cache_dir can hold several folders' data)
-    for found in (
-        recorded(sorted((Path(run.workdir) / "eval").glob("metrics*.json"))),
-        recorded(sorted(datasets.cache_root(run.config, run.workdir).rglob("info.json"))),
-    ):
-        if len(found) == 1:
-            return list(found[0])
-    return None
+    workdir = Path(run.workdir)
+    record = run_record.resolve(workdir, run.config)
+    names = list(record["class_names"])
+    model = getattr(run, "model", None)
+    if model is not None and len(names) != int(model.num_classes):
+        raise ValueError(
+            f"{run_record.path(workdir)} names {len(names)} classes {names} but the model of {workdir} has "
+            f"{model.num_classes} outputs"
+        )
+    return names
 
 
 def predict_split(run: Run, split, batch_size: int | None = None, flip_tta: bool = False) -> dict[str, np.ndarray]:

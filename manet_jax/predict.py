@@ -41,15 +41,10 @@ def batch_sizes(num: int, max_batch: int = MAX_BATCH) -> list[int]:
 
 
 def run_class_names(run) -> tuple[str, ...]:
-    """inference.class_names, or 'class_0', 'class_1', ... (with a warning) when nothing names them."""
+    """inference.class_names: the run's record (run.json); a ValueError saying how to make one when absent."""
     from manet_jax import inference
 
-    names = inference.class_names(run)
-    if names:
-        return tuple(str(n) for n in names)
-    num = int(run.model.num_classes)
-    log.warning("%s: no record of its %d class names; calling them class_0 ... class_%d", run.workdir, num, num - 1)
-    return tuple(f"class_{i}" for i in range(num))
+    return tuple(inference.class_names(run))
 
 
 def read_photo(path) -> np.ndarray:

@@ -30,7 +30,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from manet_jax import atomic, defaults, locking, regions
+from manet_jax import atomic, defaults, locking, regions, run_record
 from manet_jax.checkpoints import Checkpoints
 from manet_jax.data import datasets, pipeline, prepared
 from manet_jax.evaluation import evaluate, mask_errors
@@ -412,6 +412,7 @@ def train_stages(config: ml_collections.ConfigDict, workdir: Path) -> dict:
     stage, state, resumed = restore_state(ckpts, model, config, replicated, log)
     if main_process:  # only now: a run refused above leaves the workdir as it was
         atomic.write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
+        run_record.write(workdir, run_record.record_for(config, train_split.class_names))
     metrics_log = MetricsLog(workdir, enabled=main_process)
     metrics_log.truncate_after(resumed)
     metrics_log.write(resumed, {"stage": stage, **fingerprints})

@@ -15,7 +15,7 @@ from skimage.feature import hog
 from configs import folder as folder_config
 from configs import synthetic as synthetic_config
 from configs.default import get_config
-from manet_jax import classical, crossval, inference, metrics, training
+from manet_jax import classical, crossval, inference, metrics, run_record, training
 from manet_jax.data import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +160,9 @@ def test_train_and_evaluate_reports_what_the_model_predicts(hog_run):
     assert stored["checkpoint"] == str(workdir / "hog_svm" / "model.npz")
     assert stored["subjects"] == np.unique(test.subject_id).tolist()
     assert inference.load_config(workdir).hog.to_dict() == cfg.hog.to_dict()
+    record = run_record.read(workdir)  # the workdir's record, as for networks
+    assert record["kind"] == "classical" and record["variant"] == "hog_svm" and record["synthetic"]
+    assert record["class_names"] == list(test.class_names) == stored["class_names"] and record["input_size"] == 96
     assert (workdir / "eval" / "confusion.md").is_file() and (workdir / "eval" / "confusion.png").is_file()
 
 

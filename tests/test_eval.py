@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from configs import synthetic as synthetic_config
-from manet_jax import inference, preprocess, regions, training
+from manet_jax import inference, preprocess, regions, run_record, training
 from manet_jax.checkpoints import restore_params
-from manet_jax.data import datasets
+from manet_jax.data import align, datasets, synthetic
 from manet_jax.models import build_model
 
 
@@ -170,6 +170,37 @@ def test_a_workdir_restores_from_its_config_json_alone(trained, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     expected = inference.load_run(workdir, "latest").predict(images)["logits"]
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_run_records_what_it_was_trained_on(trained):
+    cfg, workdir, _, _ = trained
+    train, _ = datasets.load_splits(cfg, workdir, log=lambda *_: None)
+    record = run_record.read(workdir)
+    assert record["class_names"] == list(train.class_names) and record["num_classes"] == cfg.model.num_classes
+    assert record["input_size"] == cfg.model.input_size == train.image_size == 96
+    assert (record["kind"], record["variant"], record["data_set"], record["synthetic"]) == (
+        "network",
+        "manet",
+        "synthetic",
+        True,
+    )
+    assert record["preprocessing"]["alignment"] == align.AlignSpec.from_config(cfg.data, 96).describe()
+    assert record["preprocessing"]["pixel_mean"] == pytest.approx(list(cfg.data.pixel_mean))
+    assert inference.class_names(inference.load_run(workdir)) == record["class_names"]
+
+
+def test_a_workdir_without_run_json_is_read_then_recorded_by_train(trained, tmp_path):
+    """A run trained before run.json: its config.json names the synthetic classes; train.py on
+    it (finished, so only re-evaluated) records them."""
+    cfg, workdir, final, _ = trained
+    old = tmp_path / "old"
+    shutil.copytree(workdir, old, ignore=shutil.ignore_patterns("eval", "run.json"))
+    run = inference.load_run(old)
+    assert inference.class_names(run) == list(synthetic.CLASS_NAMES)
+    again = training.train_and_evaluate(cfg, old)
+    assert again["eval_accuracy"] == pytest.approx(final["eval_accuracy"])
+    assert inference.load_run(old).step == 4  # nothing trained
+    assert run_record.read(old) == run_record.read(workdir)
 
 
 def test_keys_of_one_data_set_belong_to_its_configs_only():

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from configs import synthetic as synthetic_config
-from manet_jax import export, inference, preprocess, training
+from manet_jax import export, inference, preprocess, run_record, training
 from manet_jax.data import datasets
 
 TOLERANCE = 1e-5
@@ -123,6 +123,12 @@ def test_signature_json(exported):
     assert output == workdir / "export"
     assert signature["variant"] == variant and signature["input_size"] == 96
     assert signature["class_names"] == ["anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"]
+    record = run_record.read(workdir)  # what training recorded, passed on as it is
+    assert signature["class_names"] == record["class_names"]
+    assert signature["data_set"] == "synthetic" and signature["synthetic"] is True
+    assert signature["preprocessing"] == record["preprocessing"]
+    assert signature["preprocessing"]["input"]["shape"] == [96, 96, 3]
+    assert signature["preprocessing"]["alignment"]["size"] == 96
     assert signature["source"] == {
         "workdir": str(workdir),
         "step": step,
@@ -203,30 +209,32 @@ def test_cli_reports_a_missing_workdir_and_an_unknown_format_in_one_line(tmp_pat
         assert expected in out.stderr and "Traceback" not in out.stderr
 
 
-def test_class_names_of_each_data_set(tmp_path):
+def test_class_names_come_from_the_record_never_from_files_around_it(tmp_path):
     from types import SimpleNamespace
 
     from manet_jax import defaults
     from manet_jax.data import ckplus, rafdb
 
-    def fake_run(name, **data):
+    def fake_run(name, **data):  # a run trained before run.json existed: config.json only
         config = defaults.get_config(name)
         config.data.update(data)
-        return SimpleNamespace(config=config, workdir=tmp_path, model=SimpleNamespace(num_classes=3))
+        return SimpleNamespace(config=config, workdir=tmp_path, model=SimpleNamespace(num_classes=7))
 
     assert export.class_names(fake_run("ckplus")) == list(ckplus.CLASS_NAMES)
     assert export.class_names(fake_run("rafdb")) == list(rafdb.CLASS_NAMES)
-    assert export.class_names(fake_run("folder", class_names=("b", "a", "c"))) == ["b", "a", "c"]
-    assert export.class_names(fake_run("folder")) is None  # sorted folder names, but nothing records them
-    for split in ("train", "test"):
-        info = tmp_path / "data" / "prepared" / "folder" / "faces-0123" / split / "info.json"
-        info.parent.mkdir(parents=True)
-        info.write_text(json.dumps({"class_names": ["x", "y", "z"]}))
-    assert export.class_names(fake_run("folder")) == ["x", "y", "z"]  # as the prepared data recorded them
-    other = tmp_path / "data" / "prepared" / "folder" / "other-4567" / "train" / "info.json"
-    other.parent.mkdir(parents=True)
-    other.write_text(json.dumps({"class_names": ["p", "q", "r"]}))
-    assert export.class_names(fake_run("folder")) is None  # two data sets in the cache: no guess
+    names = tuple("bacdefg")
+    assert export.class_names(fake_run("folder", class_names=names)) == list(names)
+    # prepared data and evaluations name classes too, but they are not the run's record
+    info = tmp_path / "data" / "prepared" / "folder" / "faces-0123" / "train" / "info.json"
+    info.parent.mkdir(parents=True)
+    info.write_text(json.dumps({"class_names": list("xyzuvwt")}))
     (tmp_path / "eval").mkdir()
-    (tmp_path / "eval" / "metrics.json").write_text(json.dumps({"class_names": ["p", "q", "r"]}))
-    assert export.class_names(fake_run("folder")) == ["p", "q", "r"]  # the run's own evaluation decides
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps({"class_names": list("pqrstuv")}))
+    with pytest.raises(ValueError, match=f"{tmp_path / 'run.json'} does not exist.*re-run train.py"):
+        export.class_names(fake_run("folder"))  # sorted folder names, but nothing records them
+    config = fake_run("folder").config
+    run_record.write(tmp_path, run_record.record_for(config, list("gfedcba")))
+    assert export.class_names(fake_run("folder")) == list("gfedcba")
+    assert export.class_names(fake_run("folder", class_names=names)) == list("gfedcba")  # the record wins
+    with pytest.raises(ValueError, match="names 7 classes .* the model .* has 3 outputs"):
+        export.class_names(SimpleNamespace(config=config, workdir=tmp_path, model=SimpleNamespace(num_classes=3)))
