@@ -1,12 +1,14 @@
 """Expressions of the faces in ordinary photos: detect, landmark, align, predict.
 
     from manet_jax.predict import Recognizer
-    recognizer = Recognizer.from_workdir('runs/demo')          # best checkpoint, dlib detector
+    recognizer = Recognizer.from_workdir('runs/demo')          # best checkpoint, 'cnn' detector
     faces = recognizer(image)                                  # (H, W, 3) uint8 RGB or a path
     faces[0]['top_class'], faces[0]['probabilities']           # 'happy', {'anger': 0.01, ...}
+    Recognizer.from_workdir('runs/demo', detector='none')      # for images that are face crops
 
-For every face (left to right): `box` (x, y, w, h), detector `score`, `landmarks` (68, 2)
-in the photo, `aligned` (the S x S crop the model saw, aligned with the run's own settings:
+For every face (left to right): `box` (x, y, w, h), `detector` (its name: manet_jax/faces.py),
+detector `score`, `landmarks` (68, 2) in the photo and their `landmark_source` ('detected',
+or 'template' when the 'none' detector found no face in a crop), `aligned` (the S x S crop the model saw, aligned with the run's own settings:
 config.data.face_box / align_transform / align_points), `aligned_landmarks`, `probabilities`
 {class name: p} over the run's classes, `top_class`, `top_probability` and, for manet runs,
 `region_weights` {region name: q} and RASnet's `masks` (8, h, w). `face_json` turns one into
@@ -54,14 +56,43 @@ def read_photo(path) -> np.ndarray:
     return align.load_image(path, min_side=1)
 
 
-class Recognizer:
-    """A trained run + a face detector: photos in, a list of face dicts per photo out."""
+def trained_on_synthetic(run) -> bool:
+    """Whether the run learnt from the built-in synthetic drawings (its run record says so:
+    the synthetic data set, or a folder exported from it): its predictions on photos of real
+    faces mean nothing."""
+    from manet_jax import run_record
 
-    def __init__(self, run, detector: faces_lib.FaceDetector | None = None, flip_tta: bool = False, class_names=None):
+    return bool(run_record.resolve(run.workdir, run.config)["synthetic"])
+
+
+SYNTHETIC_WARNING = "trained on synthetic drawings: its predictions on real photos mean nothing"
+
+
+class Recognizer:
+    """A trained run + a face detector: photos in, a list of face dicts per photo out.
+
+    detector: a name from faces.DETECTORS ('cnn', the default; 'hog'; 'none' for images that
+    are face crops) with `detector_options` for it (e.g. max_side=640), or any FaceDetector.
+    """
+
+    def __init__(
+        self,
+        run,
+        detector: faces_lib.FaceDetector | str | None = None,
+        flip_tta: bool = False,
+        class_names=None,
+        **detector_options,
+    ):
         self.run = run
-        self.detector = faces_lib.DlibDetector() if detector is None else detector
-        if not isinstance(self.detector, faces_lib.FaceDetector):
+        if detector is None or isinstance(detector, str):
+            detector = faces_lib.make_detector(detector or faces_lib.DEFAULT_DETECTOR, **detector_options)
+        elif detector_options:
+            raise TypeError(f"detector options {sorted(detector_options)} are for a detector named by its name")
+        if not isinstance(detector, faces_lib.FaceDetector):
             raise TypeError(f"detector must have a detect(image) -> list[Face] method, got {type(detector).__name__}")
+        self.detector = detector
+        self.detector_name = str(getattr(detector, "name", type(detector).__name__))
+        self.synthetic = trained_on_synthetic(run)
         self.flip_tta = bool(flip_tta)
         self.class_names = tuple(class_names) if class_names is not None else run_class_names(run)
         if len(self.class_names) != run.model.num_classes:
@@ -71,10 +102,12 @@ class Recognizer:
         self.spec = align.AlignSpec.from_config(run.config.data, run.model.input_size)
 
     @classmethod
-    def from_workdir(cls, workdir, step: int | str = "best", flip_tta: bool = False, detector=None) -> Recognizer:
+    def from_workdir(
+        cls, workdir, step: int | str = "best", flip_tta: bool = False, detector=None, **detector_options
+    ) -> Recognizer:
         from manet_jax.inference import load_run
 
-        return cls(load_run(workdir, step), detector=detector, flip_tta=flip_tta)
+        return cls(load_run(workdir, step), detector=detector, flip_tta=flip_tta, **detector_options)
 
     def __call__(self, image) -> list[dict]:
         """The faces of one photo (an array or a file path), left to right."""
@@ -89,8 +122,10 @@ class Recognizer:
             out.append(
                 {
                     "box": tuple(int(v) for v in face.box),
+                    "detector": self.detector_name,
                     "score": float(face.score),
                     "landmarks": np.asarray(face.landmarks, np.float32),
+                    "landmark_source": getattr(face, "landmark_source", "detected"),
                     "aligned": crop,
                     "aligned_landmarks": points,
                 }
@@ -181,10 +216,11 @@ def drawing_size(photo_size: tuple[int, int], num_faces: int) -> tuple[int, int]
     return pw + 2 * PANEL + BARS, max(ph, max(num_faces, 1) * PANEL)
 
 
-def draw(image: np.ndarray, faces: list[dict], path=None):
+def draw(image: np.ndarray, faces: list[dict], path=None, warning: str | None = None):
     """The photo with boxes, landmarks and labels, and a row per face: the aligned crop with
     its landmarks, RASnet's masks weighted by q over the crop (manet), a bar chart of the
-    probabilities. A PIL image of drawing_size(...); written atomically as PNG to `path`."""
+    probabilities; `warning` (e.g. SYNTHETIC_WARNING) in white on red in the photo's
+    bottom-left corner. A PIL image of drawing_size(...); written atomically as PNG to `path`."""
     from PIL import Image, ImageDraw, ImageFont
 
     from manet_jax import atomic, visualize
@@ -225,10 +261,29 @@ def draw(image: np.ndarray, faces: list[dict], path=None):
             pen.text((pw + PANEL + 2, top + 2), "masks x q", fill="white", font=small)
         if "probabilities" in face:
             _bars(pen, face["probabilities"], pw + 2 * PANEL, top, small)
+    if warning:
+        _corner_note(pen, warning, pw, photo.height, font)
     if path is not None:
         with atomic.replacing(path) as f:
             canvas.save(f, format="PNG")
     return canvas
+
+
+def _corner_note(pen, text: str, width: int, height: int, font) -> None:
+    """`text` in white on red at the bottom-left of a width x height photo, wrapped to fit."""
+    words, lines = text.split(), [""]
+    for word in words:
+        trial = f"{lines[-1]} {word}".strip()
+        if lines[-1] and pen.textlength(trial, font=font) > width - 8:
+            lines.append(word)
+        else:
+            lines[-1] = trial
+    line_h = font.size + 3
+    top = max(0, height - len(lines) * line_h - 4)
+    right = min(width, 8 + max(pen.textlength(line, font=font) for line in lines))
+    pen.rectangle([0, top, right, height], fill=(200, 0, 0))
+    for i, line in enumerate(lines):
+        pen.text((4, top + 2 + i * line_h), line, fill="white", font=font)
 
 
 def _bars(pen, probabilities: dict, left: int, top: int, font) -> None:

@@ -14,7 +14,7 @@ from PIL import Image
 from skimage import data
 
 from configs import synthetic as synthetic_config
-from manet_jax import defaults, faces, inference, training
+from manet_jax import defaults, faces, inference, run_record, training
 from manet_jax.data import align, synthetic
 from manet_jax.predict import Recognizer, batch_sizes, draw, drawing_size, run_class_names
 from manet_jax.regions import REGION_NAMES
@@ -100,22 +100,22 @@ def test_batches_are_padded_to_few_shapes():
     assert batch_sizes(33) == [32, 1] and batch_sizes(70) == [32, 32, 8]
 
 
-def test_class_names_of_a_folder_run_come_from_its_records(tmp_path):
+def test_class_names_of_a_folder_run_come_from_its_record(tmp_path):
     def run(class_names=(), num=3):  # what run_class_names reads of a Run
         config = defaults.get_config("folder")
         config.data.class_names = class_names
+        config.model.num_classes = num
         return SimpleNamespace(config=config, workdir=tmp_path, model=SimpleNamespace(num_classes=num))
 
-    assert run_class_names(run(("a", "b", "c"))) == ("a", "b", "c")
-    assert run_class_names(run()) == ("class_0", "class_1", "class_2")  # nothing records them
-    info = tmp_path / "data" / "prepared" / "folder" / "faces-0123" / "train" / "info.json"
-    info.parent.mkdir(parents=True)
-    info.write_text(json.dumps({"class_names": ["calm", "glad", "sad"]}))
-    assert run_class_names(run()) == ("calm", "glad", "sad")
+    assert run_class_names(run(("a", "b", "c"))) == ("a", "b", "c")  # an old run whose config names them
+    with pytest.raises(ValueError, match=r"run\.json.*re-run train\.py"):
+        run_class_names(run())  # nothing records them: no guessing from eval files or class_0 ...
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "metrics.json").write_text(json.dumps({"class_names": ["x", "y", "z"]}))
-    assert run_class_names(run()) == ("x", "y", "z")  # the evaluation's record first
-    assert run_class_names(run(num=2)) == ("class_0", "class_1")  # records of another size do not count
+    with pytest.raises(ValueError, match=r"run\.json"):
+        run_class_names(run())  # an eval file is not the run's record
+    run_record.write(tmp_path, run_record.record_for(run().config, ["calm", "glad", "sad"]))
+    assert run_class_names(run()) == ("calm", "glad", "sad")
 
 
 def test_drawing_has_the_documented_size(recognizer):
@@ -152,10 +152,16 @@ def test_the_command_line_end_to_end(trained, tmp_path):
     assert face["top_class"] == max(face["probabilities"], key=face["probabilities"].get)
     assert np.asarray(face["masks"]).shape == (8, 6, 6) and list(face["region_weights"]) == list(REGION_NAMES)
     assert "broken.jpg" in broken["error"] and blank["faces"] == 0
+    assert face["detector"] == blank["detector"] == "cnn" and face["landmark_source"] == "detected"
     assert f"error: {photos[1]}: cannot decode image" in out.stderr and f"{photos[2]}: no face found" in out.stderr
     assert "Traceback" not in out.stderr
+    summary = out.stderr.strip().splitlines()[-1]
+    assert summary.startswith("3 photos, 1 faces, 1 photos without a face, 1 unreadable; detector cnn;"), summary
+    assert out.stderr.count("trained on synthetic drawings") == 1  # the warning, once
     with Image.open(tmp_path / "drawn" / "astronaut.png") as drawn:
         assert drawn.size == (512 + 2 * 128 + 224, 512)
+        corner = np.asarray(drawn.convert("RGB"))[-6:, :4].reshape(-1, 3)  # the note's red box, bottom-left
+        assert np.all(corner == (200, 0, 0)), corner[:3]
     with Image.open(tmp_path / "drawn" / "blank.png") as drawn:
         assert drawn.size == (150 + 2 * 128 + 224, 128)  # one empty row of PANEL px
     assert not (tmp_path / "drawn" / "broken.png").exists()
@@ -171,3 +177,26 @@ def test_the_command_line_end_to_end(trained, tmp_path):
     assert again.returncode == 1 and again.stdout == ""
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert [json.loads(line)["file"] for line in lines] == sorted(map(str, photos))  # the folder, sorted
+
+
+def test_the_detector_is_chosen_by_name(trained):
+    _, workdir = trained
+    photo = data.astronaut()
+    by_name = {name: Recognizer.from_workdir(workdir, detector=name) for name in faces.DETECTORS}
+    assert {name: r.detector_name for name, r in by_name.items()} == {n: n for n in faces.DETECTORS}
+    assert Recognizer.from_workdir(workdir).detector_name == faces.DEFAULT_DETECTOR
+    (hog,), (cnn,) = by_name["hog"](photo), by_name["cnn"](photo)
+    assert hog["box"] == cnn["box"] == (179, 83, 88, 88)  # a face both find keeps HOG's box
+    crop = photo[40:240, 120:330]  # a face crop: 'none' takes the whole image as the face
+    (whole,) = by_name["none"](crop)
+    assert whole["box"] == (0, 0, 210, 200) and whole["landmark_source"] == "detected"
+    shift = np.abs(whole["landmarks"] - (hog["landmarks"] - [120, 40]))  # the same points, in the crop's frame
+    assert shift.max() <= 3 and shift.mean() < 1, (shift.max(), shift.mean())
+    (blank,) = by_name["none"](np.full((120, 120, 3), 90, np.uint8))  # no face in it: the template
+    assert blank["landmark_source"] == "template" and blank["box"] == (0, 0, 120, 120)
+    np.testing.assert_allclose(blank["landmarks"], align.template_68(120), atol=1e-4)
+    assert by_name["cnn"].synthetic  # trained on the synthetic drawings
+    with pytest.raises(ValueError, match="'hog' detector takes no option max_side"):
+        Recognizer.from_workdir(workdir, detector="hog", max_side=640)
+    with pytest.raises(ValueError, match="unknown face detector 'mtcnn'"):
+        Recognizer.from_workdir(workdir, detector="mtcnn")
