@@ -1,9 +1,9 @@
 """Seconds per photo of predict.py's steps on scikit-image's astronaut() (512 x 512, one face).
 
     python bench/predict_photos.py --workdir=runs/demo
-    python bench/predict_photos.py --workdir=runs/demo --repeats=20 --flip_tta
+    python bench/predict_photos.py --workdir=runs/demo --repeats=20 --flip_tta --detector=hog
 
-Prints one JSON object: detector load, detection (dlib HOG + 68 points; first call and the
+Prints one JSON object: detector load, detection (--detector, default 'cnn', + 68 points; first call and the
 median of --repeats more), run load (config + checkpoint restore), prediction on the aligned
 crop (first call, which compiles the forward pass, and the median after), and the whole
 Recognizer call per photo in steady state.
@@ -22,6 +22,7 @@ from absl import app, flags  # noqa: E402
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run.")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Steady-state calls to take the median of.", lower_bound=1)
 _FLIP_TTA = flags.DEFINE_bool("flip_tta", False, "Flip TTA in the prediction.")
+_DETECTOR = flags.DEFINE_enum("detector", "cnn", ["cnn", "hog", "none"], "manet_jax.faces.make_detector's name.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -38,12 +39,12 @@ def median_time(fn, *args):
 def main(argv):
     from skimage import data
 
-    from manet_jax.faces import DlibDetector
+    from manet_jax.faces import make_detector
     from manet_jax.inference import load_run
     from manet_jax.predict import Recognizer
 
     photo = data.astronaut()
-    detector, load_detector = timed(DlibDetector)
+    detector, load_detector = timed(make_detector, _DETECTOR.value)
     _, detect_first = timed(detector.detect, photo)
     run, load = timed(load_run, _WORKDIR.value)
     recognizer = Recognizer(run, detector, flip_tta=_FLIP_TTA.value)
@@ -56,6 +57,7 @@ def main(argv):
         "input_size": run.model.input_size,
         "width_multiplier": run.config.model.width_multiplier,
         "flip_tta": _FLIP_TTA.value,
+        "detector": _DETECTOR.value,
         "load_detector_s": round(load_detector, 4),
         "detect_first_s": round(detect_first, 4),
         "detect_steady_s": round(median_time(detector.detect, photo), 4),
