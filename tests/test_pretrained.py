@@ -553,6 +553,48 @@ def test_non_finite_weights_are_refused_naming_file_and_layer(source, manet_para
     assert report.loaded == ["conv1_2"] and new["ersnet"]["conv1_1"] is manet_params["ersnet"]["conv1_1"]
 
 
+DTYPE_CASES = {  # kind -> (kernel made from a float one, the words the error uses)
+    "bool": (lambda k: k > 0, r"(booleans \(dtype bool|unsigned integers \(dtype uint8)\)"),  # .mat: logical = uint8
+    "complex": (lambda k: k.astype(np.complex64) + 1j, r"complex numbers \(dtype complex64\)"),
+    "int": (lambda k: np.round(k * 100).astype(np.int64), r"integers \(dtype int64\)"),
+    "strings": (lambda k: k.astype("S32"), r"(byte )?strings \(dtype [|<]?[SU]32\)"),
+    "cell": (lambda k: _cell([k, k]), r"objects \(a MATLAB cell array"),
+}
+DTYPE_KEYS = {
+    "keras_vggface": r"\(/conv1_1/conv1_1/kernel:0\)",
+    "pytorch_zip": r"\(conv1_1\.weight\)",
+    "matconvnet": r"\(layers\{1\}\.weights\{1\}\)",
+}
+
+
+@pytest.mark.parametrize("source", NAN_SOURCES)
+@pytest.mark.parametrize("kind", list(DTYPE_CASES))
+def test_weights_of_other_dtypes_are_refused_naming_the_key_and_dtype(
+    source, kind, manet_params, tmp_path, monkeypatch
+):
+    """Issue 28 (7): a kernel stored as bool, complex, int, strings or a MATLAB cell array is not
+    "LOADED" (as 0/1, without its imaginary part, or strings of digits parsed as numbers): one
+    line naming the file, the layer, the file's own key and the dtype, whatever `strict`."""
+    if source == "pytorch_zip" and kind in ("complex", "strings", "cell"):
+        pytest.skip("torch has no such storage type")  # what it has: bool, integers (below)
+    if source == "keras_vggface" and kind == "cell":
+        pytest.skip("HDF5 has no cell arrays (strings cover its object datasets)")
+    monkeypatch.setitem(_torch_zip.STORAGE_OF, np.dtype(bool), "BoolStorage")
+    writer, layout, _, _, filename = SOURCES[source]
+    w = source_weights(layout)
+    make, words = DTYPE_CASES[kind]
+    w["conv1_1"] = (make(w["conv1_1"][0]), w["conv1_1"][1])
+    path = tmp_path / filename
+    writer(path, w)
+    pattern = rf"{filename.replace('.', chr(92) + '.')}: layer conv1_1 kernel {DTYPE_KEYS[source]} holds {words}"
+    for strict in (True, False):
+        with pytest.raises(PretrainedError, match=pattern) as err:
+            load_pretrained(manet_params, path, strict=strict)
+        assert "\n" not in str(err.value) and "real floating point" in str(err.value)
+    new, report = load_pretrained(manet_params, path, layers=["conv1_2"])  # other layers still load
+    assert report.loaded == ["conv1_2"]
+
+
 def test_load_is_the_keyword_api_behind_load_pretrained(manet_params, tmp_path):
     """load(params, path, **opts) -> (params, report): same result as load_pretrained; also takes
     the {'params': ...} variables dict, the configured pixel mean and model.input_scale."""

@@ -44,7 +44,8 @@ class Source:
     format: one of FORMATS other than 'auto'; detail: the container, for the report;
     unexpected: weights in the file that are no VGG16 layer (the file's names); pixel_mean_rgb:
     the mean the file declares, None for the format's default; all_names: the file's own
-    layer names, for error messages.
+    layer names, for error messages; keys: our layer name -> the file's own names of its
+    (kernel, bias), for error messages.
     """
 
     format: str
@@ -53,3 +54,39 @@ class Source:
     unexpected: list[str]
     pixel_mean_rgb: tuple[float, float, float] | None = None
     all_names: list[str] = dataclasses.field(default_factory=list)
+    keys: dict[str, tuple[str, str | None]] = dataclasses.field(default_factory=dict)
+
+
+_KIND_WORDS = {
+    "b": "booleans",
+    "i": "integers",
+    "u": "unsigned integers",
+    "c": "complex numbers",
+    "S": "byte strings",
+    "U": "strings",
+    "O": "objects (a MATLAB cell array or struct, or variable-length strings)",
+    "V": "raw records",
+    "M": "dates",
+    "m": "time spans",
+}
+
+
+def check_real_float(path: str, layer: str, part: str, values, key: str | None = None) -> None:
+    """Refuse weights stored as anything but real floating point (float16/32/64, bfloat16):
+    booleans would load as 0/1, complex numbers lose their imaginary part, integers and
+    strings of digits parse as numbers; none of them are weights. One line, naming the
+    file, our layer, the file's key and the dtype."""
+    dtype = getattr(values, "dtype", None)
+    if dtype is None:
+        try:
+            dtype = np.asarray(values).dtype
+        except ValueError:  # ragged nested sequences
+            dtype = np.dtype(object)
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" or dtype.name == "bfloat16":
+        return
+    where = f" ({key})" if key else ""
+    raise PretrainedError(
+        f"{path}: layer {layer} {part}{where} holds {_KIND_WORDS.get(dtype.kind, 'values')} (dtype {dtype}); "
+        "weights must be real floating point (float16, bfloat16, float32 or float64)"
+    )

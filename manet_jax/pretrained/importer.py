@@ -26,6 +26,7 @@ from manet_jax.pretrained.common import (
     LAYOUT,
     PretrainedError,
     Source,
+    check_real_float,
 )
 from manet_jax.pretrained.convert import check_finite, conversion_notes, convert, like, shape_of, split_params
 from manet_jax.pretrained.report import PretrainedReport
@@ -193,6 +194,10 @@ def _layer_reader(path: str, source: Source):
                 raise
             except Exception as e:  # a corrupt entry deep inside an otherwise readable file
                 raise PretrainedError(f"{path}: could not read layer {name}: {type(e).__name__}: {e}") from e
+            kernel_key, bias_key = source.keys.get(name, (None, None))
+            check_real_float(path, name, "kernel", kernel, kernel_key)  # before any conversion to float32
+            if bias is not None:
+                check_real_float(path, name, "bias", bias, bias_key)
             cache[name] = (np.asarray(kernel), None if bias is None else np.asarray(bias))
         return cache[name]
 

@@ -18,7 +18,8 @@ def read(path: str, f, fmt: str, container: str) -> Source:
     if fmt == "auto":
         fmt = _guess_format(path, entries)
     layers = {ours: (lambda k=k, b=b: (k[()], None if b is None else b[()])) for ours, (_, k, b) in entries.items()}
-    return Source(fmt, detail, layers, unexpected, all_names=all_names)
+    keys = {ours: (k.name, None if b is None else b.name) for ours, (_, k, b) in entries.items()}
+    return Source(fmt, detail, layers, unexpected, all_names=all_names, keys=keys)
 
 
 def _keras_name(name: str) -> str | None:

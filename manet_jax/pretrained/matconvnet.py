@@ -18,18 +18,20 @@ def read(path: str) -> Source:
         mean = _mean(top.get("normalization"))
     params = {_str(p.name): p.value for p in _list(top["params"])} if "params" in top else {}
     detail = "MatConvNet DagNN" if "params" in top else "MatConvNet SimpleNN"
-    entries, unexpected, all_names = {}, [], []
-    for layer in _list(top["layers"]):
+    entries, unexpected, all_names, keys = {}, [], [], {}
+    for i, layer in enumerate(_list(top["layers"]), 1):
         name = _str(_field(layer, "name"))
-        values = [v for v in _layer_values(layer, params) if v is not None and np.size(v)]
-        if not values:
+        named = [(k, v) for k, v in _layer_values(layer, params, i) if v is not None and np.size(v)]
+        if not named:
             continue
         all_names.append(name)
-        if name not in ALL_LAYERS or name in entries or len(values) > 2:
+        if name not in ALL_LAYERS or name in entries or len(named) > 2:
             unexpected.append(name)
             continue
+        values = [v for _, v in named]
         entries[name] = lambda v=values: (np.asarray(v[0]), np.asarray(v[1]) if len(v) > 1 else None)
-    return Source("matconvnet", detail, entries, unexpected, pixel_mean_rgb=mean, all_names=all_names)
+        keys[name] = (named[0][0], named[1][0] if len(named) > 1 else None)
+    return Source("matconvnet", detail, entries, unexpected, pixel_mean_rgb=mean, all_names=all_names, keys=keys)
 
 
 def _load_top(path: str) -> dict:
@@ -49,14 +51,15 @@ def _load_top(path: str) -> dict:
     return top
 
 
-def _layer_values(layer, params: dict) -> list:
-    """A layer's [filters, biases] (DagNN: looked up by name in `params`)."""
+def _layer_values(layer, params: dict, i: int) -> list:
+    """A layer's [(MATLAB name, filters), (name, biases)] (DagNN: looked up by name in `params`);
+    `i`: the layer's 1-based index, for the names."""
     if params:
-        return [params[_str(n)] for n in _list(_field(layer, "params")) if _str(n) in params]
+        return [(f"params '{_str(n)}'", params[_str(n)]) for n in _list(_field(layer, "params")) if _str(n) in params]
     if _field(layer, "weights") is not None:
-        return _list(layer.weights)
+        return [(f"layers{{{i}}}.weights{{{j}}}", v) for j, v in enumerate(_list(layer.weights), 1)]
     if _field(layer, "filters") is not None:  # pre-beta SimpleNN
-        return [layer.filters, _field(layer, "biases")]
+        return [(f"layers{{{i}}}.filters", layer.filters), (f"layers{{{i}}}.biases", _field(layer, "biases"))]
     return []
 
 

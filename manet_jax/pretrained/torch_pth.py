@@ -148,10 +148,11 @@ def _source(path: str, obj, detail: str, read_storage) -> Source:
     def tensor(t: TensorRef | None):
         return None if t is None else materialize(t, read_storage(t.storage), path)
 
-    layers = {}
+    layers, keys = {}, {}
     for name, slot in found.items():
         if "weight" not in slot:
             unexpected.append(slot["bias"][0])
             continue
         layers[name] = lambda slot=slot: (tensor(slot["weight"][1]), tensor(slot.get("bias", (None, None))[1]))
-    return Source("pytorch", detail, layers, unexpected, all_names=list(tensors))
+        keys[name] = (slot["weight"][0], slot.get("bias", (None, None))[0])
+    return Source("pytorch", detail, layers, unexpected, all_names=list(tensors), keys=keys)
