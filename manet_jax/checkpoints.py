@@ -1,9 +1,11 @@
 """Checkpoints: orbax's CheckpointManager as the training runs use it.
 
 A step is ``<directory>/<step>/{state, meta, metrics}``, renamed from a tmp directory once
-complete, so a killed or failed save never becomes a step nor touches older ones; saves are
-synchronous. Retention is orbax's ``LatestN(max_to_keep)`` plus ``BestN(n=1)`` over the saves
-that carry ``best_metric``: the others (stage 1 has no accuracy) are saved without metrics.
+complete, so a killed or failed save (a full disk: one OSError) never becomes a step nor touches
+older ones; saves are synchronous and end with the step's sha256 manifest (checkpoint_files).
+Every restore verifies its step first (a damaged one is refused in one line; ``newest_intact``
+finds the one to fall back to). Retention is orbax's ``LatestN(max_to_keep)`` plus ``BestN(n=1)``
+over the saves that carry ``best_metric``: the others (stage 1 has no accuracy) carry no metrics.
 One writable ``Checkpoints`` per directory (it deletes leftover tmp directories); readers use
 ``read_only=True`` or :func:`restore_params`. PRNG key objects are refused: save key_data.
 """
@@ -11,6 +13,8 @@ One writable ``Checkpoints`` per directory (it deletes leftover tmp directories)
 from __future__ import annotations
 
 import contextlib
+import glob
+import json
 import logging
 import math
 import os
@@ -23,9 +27,10 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
-from manet_jax import param_match
+from manet_jax import checkpoint_files, param_match
+from manet_jax.checkpoint_files import DamagedCheckpointError
 
-__all__ = ["CheckpointMismatchError", "Checkpoints", "restore_params"]
+__all__ = ["CheckpointMismatchError", "Checkpoints", "DamagedCheckpointError", "restore_params"]
 
 STATE, META = "state", "meta"
 # Expected here: saves without the best metric, and every read-only manager.
@@ -102,51 +107,35 @@ def _abstract(tree: Any) -> Any:
 
 
 class Checkpoints:
-    """Save and restore training state, keeping the last ``max_to_keep`` steps plus the best.
+    """Save and restore training state, keeping the last ``max_to_keep`` steps plus the one with
+    the highest ``best_metric`` (``best_step``). ``read_only`` creates, writes and deletes nothing."""
 
-    ``best_step`` is the kept step with the best ``best_metric`` (``best_mode`` 'max' or
-    'min'); ``keep_best=False`` keeps only the last steps. With ``save_interval_steps``,
-    ``save`` without ``force`` writes only its multiples (and the first save). ``read_only``
-    creates, writes and deletes nothing.
-    """
+    best_metric = "eval_accuracy"
 
-    def __init__(
-        self,
-        directory,
-        max_to_keep: int | None = 3,
-        best_metric: str = "eval_accuracy",
-        best_mode: str = "max",
-        keep_best: bool = True,
-        save_interval_steps: int | None = None,
-        *,
-        read_only: bool = False,
-    ):
+    def __init__(self, directory, max_to_keep: int | None = 3, *, read_only: bool = False):
         if max_to_keep is not None and max_to_keep < 1:
             raise ValueError(f"max_to_keep must be >= 1 or None, got {max_to_keep!r}.")
         self.directory = epath.Path(os.path.abspath(os.fspath(directory)))  # orbax wants it absolute
-        self.best_metric, self.read_only = best_metric, read_only
+        self.read_only, self._verified = read_only, {}
         if read_only and not self.directory.exists():
             raise FileNotFoundError(f"Checkpoint directory {self.directory} does not exist.")
-        worst = -math.inf if best_mode == "max" else math.inf  # older runs stored stage-1 metrics too
-        best_fn = lambda metrics: metrics.get(best_metric, worst)  # noqa: E731
-        keep = policies.LatestN(n=max_to_keep)
-        if keep_best:
-            best = policies.BestN(
-                get_metric_fn=best_fn, reverse=best_mode == "min", n=1, keep_checkpoints_without_metrics=False
-            )
-            keep = policies.AnyPreservationPolicy([keep, best])
+        best_fn = lambda metrics: metrics.get(self.best_metric, -math.inf)  # noqa: E731  (older stage-1 saves)
+        best = policies.BestN(get_metric_fn=best_fn, n=1, keep_checkpoints_without_metrics=False)
         options = ocp.CheckpointManagerOptions(
             best_fn=best_fn,
-            best_mode=best_mode,
-            preservation_policy=keep,
+            preservation_policy=policies.AnyPreservationPolicy([policies.LatestN(n=max_to_keep), best]),
             read_only=read_only,
-            save_interval_steps=0 if read_only else save_interval_steps or 1,
+            save_interval_steps=0 if read_only else 1,
             create=not read_only,
             cleanup_tmp_directories=not read_only,
             enable_async_checkpointing=False,
         )
-        with _quiet_orbax():
-            self._mngr = ocp.CheckpointManager(self.directory, options=options, handler_registry=_registry())
+        try:
+            with _quiet_orbax():
+                self._mngr = ocp.CheckpointManager(self.directory, options=options, handler_registry=_registry())
+        except json.JSONDecodeError:  # orbax reads every step's metrics here: name the step
+            checkpoint_files.verify_all(glob.glob(os.path.join(self.directory, "*", "metrics", "..")))
+            raise
 
     def all_steps(self) -> list[int]:
         return sorted(self._mngr.all_steps())
@@ -164,10 +153,10 @@ class Checkpoints:
         return self._mngr.metrics(self._resolve_step(step))
 
     def save(self, step: int, state: Any, meta: Mapping, metrics: Mapping | None = None, force: bool = False) -> bool:
-        """Write ``state``, ``meta`` and ``metrics`` as ``step``; True once it is on disk.
+        """Write ``state``, ``meta`` and ``metrics`` as ``step``, then its manifest; True once on disk.
 
-        False when skipped: off ``save_interval_steps`` (unless ``force``), or ``step`` is the
-        latest already. An older step raises ValueError: the directory belongs to another run.
+        False when ``step`` is the latest already (unless ``force``). An older step raises
+        ValueError: the directory belongs to another run.
         """
         if self.read_only:
             raise RuntimeError(f"Checkpoints({self.directory}) was opened read_only.")
@@ -184,12 +173,49 @@ class Checkpoints:
         value = (metrics or {}).get(self.best_metric)
         ranked = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         args = ocp.args.Composite(**{STATE: ocp.args.StandardSave(state), META: ocp.args.JsonSave(meta)})
-        with _quiet_orbax():
-            return bool(self._mngr.save(step, args=args, metrics=metrics if ranked else None, force=force))
+        kwargs = dict(metrics=metrics if ranked else None, force=force, custom_metadata=checkpoint_files.ANNOUNCE)
+        try:
+            with _quiet_orbax():
+                saved = self._mngr.save(step, args=args, **kwargs)
+            if saved and jax.process_index() == 0:  # last: the manifest vouches for a finished step
+                checkpoint_files.write_manifest(self._step_dir(step))
+        except Exception as err:
+            if not checkpoint_files.no_space(err):
+                raise
+            checkpoint_files.remove_partial(self._step_dir(step))
+            self._forget(step)
+            raise checkpoint_files.no_space_error(self.directory, step, self.all_steps()) from None
+        return bool(saved)
+
+    def verify(self, step: int) -> bool:
+        """True when ``step``'s files match its sha256 manifest, False when it was saved before
+        manifests (unverified); DamagedCheckpointError (one line) when it is damaged, truncated or
+        incomplete, FileNotFoundError when it is gone. Checked once per step and instance."""
+        if step not in self._verified:
+            self._verified[step] = checkpoint_files.verify(self._step_dir(step))
+        return self._verified[step]
+
+    def newest_intact(self, steps=None, log=None) -> tuple[int, bool]:
+        """(the newest of ``steps`` (default: all) that verifies, verify's answer for it); each
+        damaged step goes to ``log`` in one line. DamagedCheckpointError when none verifies."""
+        problems = []
+        for step in sorted(self.all_steps() if steps is None else steps, reverse=True):
+            try:
+                return step, self.verify(step)
+            except DamagedCheckpointError as err:
+                problems.append(str(err))
+                _ = log and log(str(err))
+        raise DamagedCheckpointError(f"no checkpoint in {self.directory} verifies: " + "; ".join(problems))
+
+    def set_aside(self, step: int):
+        """Rename a damaged ``step`` to ``<step>.damaged`` (out of orbax's sight); its new path."""
+        moved = checkpoint_files.set_aside(self._step_dir(step))
+        self._forget(step)
+        return moved
 
     def restore_meta(self, step: int | None = None) -> dict:
-        args = ocp.args.Composite(**{META: ocp.args.JsonRestore()})
-        return self._mngr.restore(self._resolve_step(step), args=args)[META]
+        step = self._resolve_step(step, verify=True)
+        return self._mngr.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
 
     def restore(self, step: int | None = None, *, abstract_state: Any) -> Any:
         """The state of ``step`` (latest when None) in ``abstract_state``'s tree and shardings.
@@ -197,7 +223,7 @@ class Checkpoints:
         Leaves without a sharding land on the first local device. The stored shapes and dtypes
         are checked first (CheckpointMismatchError), before any data is read.
         """
-        step = self._resolve_step(step)
+        step = self._resolve_step(step, verify=True)
         _refuse_prng_keys(abstract_state, "abstract_state")
         target = _abstract(abstract_state)
         self._check(step, target, self._stored(step))
@@ -210,7 +236,7 @@ class Checkpoints:
         Given ``abstract`` (e.g. eval_shape of the model's init), the stored params are checked
         against it first, so a wrong model is reported leaf by leaf.
         """
-        step = self._resolve_step(step)
+        step = self._resolve_step(step, verify=True)
         stored = self._stored(step)
         if abstract is not None:
             self._check(step, {"params": abstract}, {"params": stored.get("params", {})})
@@ -228,13 +254,23 @@ class Checkpoints:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _resolve_step(self, step: int | None) -> int:
+    def _resolve_step(self, step: int | None, verify: bool = False) -> int:
         steps = self.all_steps()
         if step is None and not steps:
             raise FileNotFoundError(f"No checkpoints in {self.directory}.")
         if step is not None and int(step) not in steps:
             raise FileNotFoundError(f"No checkpoint for step {step} in {self.directory}; available steps: {steps}.")
-        return steps[-1] if step is None else int(step)
+        step = steps[-1] if step is None else int(step)
+        _ = verify and self.verify(step)  # every restore reads a step that verifies
+        return step
+
+    def _step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
+
+    def _forget(self, step: int) -> None:
+        """``step`` was moved or removed behind orbax's back."""
+        self._verified.pop(step, None)
+        self._mngr.reload()
 
     def _stored(self, step: int) -> dict:
         """The stored state tree, with orbax's shape/dtype metadata as leaves."""

@@ -353,7 +353,7 @@ def evaluate_workdir(
     'step_note' says so; `step` and `batch_size` are accepted and ignored (one model).
     """
     from manet_jax import inference
-    from manet_jax.data import datasets
+    from manet_jax.data import datasets, prepared
 
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
@@ -385,6 +385,7 @@ def evaluate_workdir(
         variant=VARIANT,
         fold=int(cfg.data.fold),
         config_override=config is not None,
+        data_fingerprint=prepared.fingerprint(data),
         seconds=round(time.time() - start, 3),
     )
     if suffix is None:

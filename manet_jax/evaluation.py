@@ -9,14 +9,16 @@ ground-truth masks).
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from manet_jax import preprocess
-from manet_jax.data import pipeline
+from manet_jax.data import pipeline, prepared
 from manet_jax.models import MANet
 
 
@@ -147,3 +149,36 @@ def summarize(predictions: dict) -> dict:
 def evaluate(model: MANet, params, split, config, *, stage: int = 2, sharding=None) -> dict:
     """Mean metrics over every example of `split`: what training logs as eval_*."""
     return summarize(predict_split(model, params, split, config, stage=stage, sharding=sharding))
+
+
+def logged_fingerprints(workdir, step: int | None = None) -> dict:
+    """The data fingerprints that training logged in <workdir>/metrics.jsonl when the run last
+    (re)started at or before `step` (None: at all): {'step', 'train', 'test'}; {} if none."""
+    path, found = Path(workdir) / "metrics.jsonl", {}
+    for line in path.read_text().splitlines() if path.is_file() else ():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if not (isinstance(record, dict) and "data_fingerprint_train" in record):
+            continue
+        at = record.get("step")
+        if step is None or not isinstance(at, int) or at <= step:
+            found = {"step": at, "train": record["data_fingerprint_train"], "test": record.get("data_fingerprint_test")}
+    return found
+
+
+def check_fingerprint(workdir, which: str, split, fingerprint: str | None = None, step: int | None = None) -> str:
+    """The fingerprint of `split` (computed unless given), the prepared data of the run's `which`
+    split ('train' or 'test'): ValueError naming the split and both fingerprints when it differs
+    from the one the run logged (logged_fingerprints(workdir, step)). Runs that logged none pass."""
+    fingerprint = fingerprint or prepared.fingerprint(split)
+    logged = logged_fingerprints(workdir, step)
+    if logged.get(which) and logged[which] != fingerprint:
+        raise ValueError(
+            f"the prepared {which} split ({split.path}) has fingerprint {fingerprint}, but the run in {workdir} "
+            f"logged {logged[which]} for it (metrics.jsonl, step {logged['step']}): the data changed since. If the "
+            f"prepared files were altered or damaged, delete {Path(split.path).parent} and the next run prepares it "
+            "again from the source; if the source itself changed, train in a new --workdir"
+        )
+    return fingerprint

@@ -25,10 +25,11 @@ import ml_collections
 import numpy as np
 
 from manet_jax import defaults, evaluation, metrics, preprocess, run_record
-from manet_jax.checkpoints import Checkpoints
+from manet_jax.checkpoints import Checkpoints, DamagedCheckpointError
 from manet_jax.models import MANet, build_model
 
 log = logging.getLogger(__name__)
+NAMED_STEPS = ("best", "latest")
 
 
 @dataclass
@@ -155,13 +156,33 @@ def _choose_step(ckpts: Checkpoints, step, workdir: Path) -> tuple[int, str]:
     return number, f"step {number}"
 
 
+def _verified_step(ckpts: Checkpoints, chosen: int, note: str, step) -> tuple[int, str]:
+    """`chosen` when it verifies; for step 'best' or 'latest', the newest step that does when it
+    is damaged (each damaged step and the fall-back named in one warning line each)."""
+    try:
+        verified = ckpts.verify(chosen)
+    except DamagedCheckpointError as err:
+        if step not in NAMED_STEPS:
+            raise
+        log.warning("%s", err)
+        try:
+            damaged, (chosen, verified) = chosen, ckpts.newest_intact(set(ckpts.all_steps()) - {chosen}, log.warning)
+        except DamagedCheckpointError:
+            raise DamagedCheckpointError(f"{err}; no other checkpoint there verifies") from None
+        log.warning("%s: using step %d instead, the newest checkpoint that verifies", ckpts.directory, chosen)
+        note += f"; step {damaged} is damaged, step {chosen} is the newest that verifies"
+    return chosen, note + ("" if verified else "; unverified: saved before checkpoints carried sha256 manifests")
+
+
 def load_run(workdir, step: int | str = "best", config: ml_collections.ConfigDict | None = None) -> Run:
     """The model of `workdir` with its parameters at `step` ('best', 'latest' or a number).
 
     `config` defaults to <workdir>/config.json; its model part must match the checkpoint.
     The stored parameter tree is checked against jax.eval_shape of the model's init (the
     abstract target) before anything is read; only the params are read, not the optimizer
-    state.
+    state. The step's files are verified first (its sha256 manifest): a damaged step number is
+    refused in one line, while 'best' and 'latest' fall back to the newest step that verifies;
+    and when their step disappears while it is read (a training run pruned it) they retry once.
     """
     workdir = Path(workdir).absolute()
     config = load_config(workdir) if config is None else config
@@ -173,24 +194,38 @@ def load_run(workdir, step: int | str = "best", config: ml_collections.ConfigDic
     directory = workdir / "checkpoints"
     if not directory.is_dir():
         raise FileNotFoundError(f"no checkpoint in {workdir}: {directory} does not exist (train it first)")
-    with Checkpoints(directory, read_only=True) as ckpts:
-        chosen, note = _choose_step(ckpts, step, workdir)
-        meta = ckpts.restore_meta(chosen)
-        if meta.get("variant") not in (None, config.model.variant):
-            raise ValueError(
-                f"{directory} holds a {meta.get('variant')!r} run but the config says "
-                f"model.variant={config.model.variant!r}"
-            )
-        if model.variant == "manet" and meta.get("stage") == 1:
-            note += f"; WARNING: step {chosen} ends stage 1 (RASnet only), ERSnet is untrained"
-        size = model.input_size
-        abstract = jax.eval_shape(
-            lambda key: model.init(key, jnp.zeros((1, size, size, 3), jnp.float32))["params"], jax.random.key(0)
-        )
-        params = ckpts.read_params(chosen, abstract=abstract)  # checked against the model first
+    for attempt in (1, 2):
+        with Checkpoints(directory, read_only=True) as ckpts:
+            chosen, note = _choose_step(ckpts, step, workdir)
+            try:
+                chosen, note = _verified_step(ckpts, chosen, note, step)
+                meta = ckpts.restore_meta(chosen)
+                if meta.get("variant") not in (None, config.model.variant):
+                    raise ValueError(
+                        f"{directory} holds a {meta.get('variant')!r} run but the config says "
+                        f"model.variant={config.model.variant!r}"
+                    )
+                params = _read_params(ckpts, chosen, model)  # checked against the model first
+                break
+            except FileNotFoundError as err:  # the step went while it was read: pruned by training
+                if attempt == 2 or step not in NAMED_STEPS:
+                    raise
+                log.warning("%s: %s; retrying once with the steps there are now", workdir, err)
+    if attempt == 2:
+        note += "; retried after the first step chosen disappeared"
+    if model.variant == "manet" and meta.get("stage") == 1:
+        note += f"; WARNING: step {chosen} ends stage 1 (RASnet only), ERSnet is untrained"
     if "WARNING" in note or "no checkpoint carries" in note:
         log.warning("%s: %s", workdir, note)
     return Run(model, params, config, chosen, workdir, checkpoint=directory / str(chosen), note=note)
+
+
+def _read_params(ckpts: Checkpoints, step: int, model: MANet) -> Any:
+    size = model.input_size
+    abstract = jax.eval_shape(
+        lambda key: model.init(key, jnp.zeros((1, size, size, 3), jnp.float32))["params"], jax.random.key(0)
+    )
+    return ckpts.read_params(step, abstract=abstract)
 
 
 # ----------------------------------------------------------------------------- a split
@@ -277,7 +312,9 @@ def evaluate_workdir(
     start = time.time()
     run = load_run(workdir, step, config)
     train, test = datasets.load_splits(run.config, run.workdir, log=log)
-    summary, predictions = evaluate_split(run, test if split == "test" else train, batch_size, flip_tta)
+    data = test if split == "test" else train
+    fingerprint = evaluation.check_fingerprint(run.workdir, split, data, step=run.step)  # what it was trained on
+    summary, predictions = evaluate_split(run, data, batch_size, flip_tta)
     summary.update(
         subjects=np.unique(predictions["subject_id"]).tolist(),
         workdir=str(run.workdir),
@@ -289,6 +326,7 @@ def evaluate_workdir(
         variant=run.config.model.variant,
         fold=int(run.config.data.fold),
         config_override=config is not None,
+        data_fingerprint=fingerprint,
         seconds=round(time.time() - start, 3),
     )
     if suffix is None:

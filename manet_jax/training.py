@@ -31,9 +31,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from manet_jax import atomic, defaults, locking, regions, run_record
-from manet_jax.checkpoints import Checkpoints
+from manet_jax.checkpoints import Checkpoints, DamagedCheckpointError
 from manet_jax.data import datasets, pipeline, prepared
-from manet_jax.evaluation import evaluate, mask_errors
+from manet_jax.evaluation import check_fingerprint, evaluate, mask_errors
 from manet_jax.models import MANet, build_model, init_variables
 
 STAGE_PARTITION = {1: "rasnet", 2: "ersnet"}
@@ -271,13 +271,7 @@ class TrainWindow:
         if where is None and params is not None and not all_finite(params):
             where = f"the parameters are not finite after step {step}"
         if where is not None:
-            latest = ckpts.latest_step()
-            kept = (
-                f"the last good checkpoint (step {latest}) in {ckpts.directory} is intact"
-                if latest is not None
-                else f"no checkpoint had been saved yet in {ckpts.directory}"
-            )
-            raise FloatingPointError(f"{where} (stage {self.stage}); stopping: {kept}")
+            raise FloatingPointError(f"{where} (stage {self.stage}); stopping: {last_good_checkpoint(ckpts)}")
         return values
 
     def flush(self, step: int, ckpts: Checkpoints) -> dict:
@@ -292,6 +286,19 @@ class TrainWindow:
         )
         self.metrics, self.started = [], time.time()
         return logged
+
+
+def last_good_checkpoint(ckpts: Checkpoints) -> str:
+    """What a stopped run leaves to resume from: the newest step that verifies, named only then."""
+    if ckpts.latest_step() is None:
+        return f"no checkpoint had been saved yet in {ckpts.directory}"
+    try:
+        step, verified = ckpts.newest_intact()
+    except DamagedCheckpointError as err:
+        return str(err)
+    if not verified:
+        return f"the last checkpoint (step {step}) in {ckpts.directory} is unverified (saved before checksums)"
+    return f"the last good checkpoint (step {step}) in {ckpts.directory} is intact (its sha256 manifest verifies)"
 
 
 @jax.jit
@@ -409,6 +416,9 @@ def train_stages(config: ml_collections.ConfigDict, workdir: Path) -> dict:
 
     # ------------------------------------------------------------------- restore (or start)
     ckpts = Checkpoints(workdir / "checkpoints", max_to_keep=t.keep_checkpoints)
+    if ckpts.latest_step() is not None:  # a resumed run goes on with the data it was trained on
+        for which, split in (("train", train_split), ("test", test_split)):
+            check_fingerprint(workdir, which, split, fingerprints[f"data_fingerprint_{which}"], ckpts.latest_step())
     stage, state, resumed = restore_state(ckpts, model, config, replicated, log)
     if main_process:  # only now: a run refused above leaves the workdir as it was
         atomic.write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
@@ -476,11 +486,14 @@ def check_data_fits_model(config, split) -> None:
 
 
 def restore_state(ckpts: Checkpoints, model: MANet, config, sharding, log) -> tuple[int, dict | None, int]:
-    """(stage, state, step) of the latest checkpoint; (first stage, None, 0) when there is none."""
+    """(stage, state, step) of the newest checkpoint that verifies; (first stage, None, 0) when
+    there is none. Each damaged step is named in one line; the damaged steps after the one
+    resumed are set aside (<step>.damaged), as the run saves those steps again."""
     latest = ckpts.latest_step()
     if latest is None:
         return min(stage_bounds(config)), None, 0
-    meta = ckpts.restore_meta(latest)
+    step, verified = ckpts.newest_intact(log=log)
+    meta = ckpts.restore_meta(step)
     if meta.get("variant") != config.model.variant:
         raise ValueError(
             f"{ckpts.directory} holds a {meta.get('variant')!r} run but config.model.variant is "
@@ -488,9 +501,13 @@ def restore_state(ckpts: Checkpoints, model: MANet, config, sharding, log) -> tu
         )
     stage = int(meta["stage"])
     tx, _ = make_optimizer(config.train, stage)
-    state = ckpts.restore(latest, abstract_state=abstract_state(model, stage, tx, sharding))
-    log(f"resumed from step {latest} (stage {stage}) in {ckpts.directory}")
-    return stage, state, latest
+    state = ckpts.restore(step, abstract_state=abstract_state(model, stage, tx, sharding))
+    if step != latest:  # only now: a refused run leaves them where they were
+        moved = [ckpts.set_aside(s).name for s in ckpts.all_steps() if s > step]
+        log(f"falling back to step {step}, the newest checkpoint that verifies (set aside: {', '.join(moved)})")
+    unverified = "" if verified else "; unverified: saved before checkpoints carried sha256 manifests"
+    log(f"resumed from step {step} (stage {stage}) in {ckpts.directory}{unverified}")
+    return stage, state, step
 
 
 def train_batches(config, model: MANet, split, stage: int, start_step: int, num_steps: int):

@@ -175,27 +175,6 @@ def test_nothing_is_installed_on_the_absl_logger(tmp_path):
     assert logging.getLogger("absl").filters == before == []
 
 
-def test_keep_best_min_mode_and_disabled(tmp_path):
-    losses = [0.3, 0.1, 0.2, 0.25]
-    kw = dict(max_to_keep=1, best_metric="eval_loss", best_mode="min")
-    with Checkpoints(tmp_path / "min", **kw) as c:
-        for step, loss in enumerate(losses, start=1):
-            c.save(step, make_state(step=step), META, {"eval_loss": loss})
-        assert c.all_steps() == [2, 4] and c.best_step() == 2
-    with Checkpoints(tmp_path / "nobest", max_to_keep=1, keep_best=False) as c:
-        for step, acc in enumerate([0.9, 0.1], start=1):
-            c.save(step, make_state(step=step), META, {"eval_accuracy": acc})
-        assert c.all_steps() == [2]
-
-
-def test_save_interval_steps(tmp_path):
-    with Checkpoints(tmp_path, save_interval_steps=5) as ckpts:
-        saved = [s for s in range(1, 12) if ckpts.save(s, make_state(step=s), META)]
-        assert saved == [1, 5, 10]  # orbax always lets the first save through
-        assert ckpts.save(12, make_state(step=12), META, force=True)
-        assert ckpts.all_steps() == [5, 10, 12]
-
-
 # ----------------------------------------------------------------------------- resume
 def stage2_state(step):
     """Stage 2: a different optimizer state (ERSnet only, with weight decay)."""
@@ -428,8 +407,6 @@ def test_relative_directories_work(tmp_path, monkeypatch):
 def test_constructor_validation(tmp_path):
     with pytest.raises(ValueError, match="max_to_keep"):
         Checkpoints(tmp_path, max_to_keep=0)
-    with pytest.raises(ValueError, match="best_mode"):
-        Checkpoints(tmp_path, best_mode="maximum")
 
 
 def test_restore_params_checks_an_abstract_target_and_ignores_the_optimizer(tmp_path):

@@ -294,7 +294,10 @@ def read_split(path, mmap: bool = True) -> PreparedSplit:
     info_path = path / INFO_FILE
     if not info_path.is_file():
         raise FileNotFoundError(f"{path} is not a complete prepared split: {INFO_FILE} is missing")
-    info = json.loads(info_path.read_text())
+    try:
+        info = json.loads(info_path.read_text())
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{info_path} is damaged ({err}): {_REPREPARE.format(path.parent)}") from None
     if not (path / "landmarks8.npy").is_file() and (path / "landmarks68.npy").is_file():
         return _read_v1(path, info, mmap)
     arrays = {}
@@ -304,7 +307,7 @@ def read_split(path, mmap: bool = True) -> PreparedSplit:
             if name in OPTIONAL_FIELDS:
                 continue
             raise FileNotFoundError(f"prepared split {path} lacks {file.name}")
-        arr = np.load(file, mmap_mode="r" if mmap else None)
+        arr = _load(file, mmap)
         if arr.dtype.type != np.dtype(dtype).type:
             raise ValueError(f"{file} holds {arr.dtype}, expected {np.dtype(dtype)}")
         arrays[name] = arr
@@ -315,16 +318,26 @@ def read_split(path, mmap: bool = True) -> PreparedSplit:
     return PreparedSplit(path, info=info, **arrays)
 
 
+_REPREPARE = "delete the prepared folder {} and the next run prepares it again from the source"
+
+
+def _load(file: Path, mmap: bool) -> np.ndarray:
+    """One .npy file of a split; a damaged or truncated one is named, with how to rebuild it."""
+    try:
+        return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as err:  # e.g. "mmap length is greater than file size"
+        raise ValueError(f"{file} is damaged or truncated ({err}): {_REPREPARE.format(file.parent.parent)}") from None
+
+
 def _read_v1(path: Path, info: dict, mmap: bool) -> PreparedSplit:
     """Folders written before landmarks8.npy existed (landmarks68.npy only)."""
-    mode = "r" if mmap else None
-    lm68 = np.load(path / "landmarks68.npy", mmap_mode=mode)
+    lm68 = _load(path / "landmarks68.npy", mmap)
     return PreparedSplit(
         path,
-        image=np.load(path / "image.npy", mmap_mode=mode),
+        image=_load(path / "image.npy", mmap),
         landmarks8=regions.ibug68_to_8(np.asarray(lm68)),
-        label=np.load(path / "label.npy", mmap_mode=mode),
-        subject_id=np.load(path / "subject_id.npy", mmap_mode=mode),
+        label=_load(path / "label.npy", mmap),
+        subject_id=_load(path / "subject_id.npy", mmap),
         info={"landmark_scheme": "ibug68", **info},
         landmarks=lm68,
     )
