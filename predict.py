@@ -12,9 +12,17 @@ face, left to right: {"file", "face" (0, 1, ...), "box" [x, y, w, h], "detector"
 "region_weights" {region: q} and "masks" (8 x h x w)}. A photo with no face gives one line
 {"file", "face": null, "faces": 0, "detector"} and a note on stderr; an unreadable file gives one line
 {"file", "face": null, "error"} and its error on stderr, the other photos are still processed,
-and the exit status is 1 at the end. --draw writes <draw>/<photo name>.png per photo: the
-photo with boxes, points and labels, and per face the aligned crop, RASnet's masks weighted
-by q over it, and the probabilities. The last line on stderr counts photos, faces, photos
+and the exit status is 1 at the end. --draw writes <draw>/<photo's file name>.png per photo
+(x.jpg -> x.jpg.png, x.png -> x.png.png; a name met twice, in two folders, gets .2, .3 ...
+before the .png): the photo with boxes, points and labels, and per face the aligned crop,
+RASnet's masks weighted by q over it, and the probabilities. Inputs are never written over:
+a --draw folder that holds an input photo, an --output that is one, and a --draw or
+--workdir that is a file are refused before any work. A photo over 25 Mpx
+(manet_jax.predict.MAX_PHOTO_PIXELS) is shrunk while it is decoded (a JPEG inside the
+decoder), its boxes and landmarks given in its stored pixels; photos are decoded one group
+at a time (--batch_photos, and at most ~48 Mpx: GROUP_PIXELS); one over ~179 Mpx (twice PIL's
+Image.MAX_IMAGE_PIXELS) is refused as a decompression bomb, and a path that is no regular
+file (a FIFO, a device) is refused in one line instead of blocking. The last line on stderr counts photos, faces, photos
 without a face and unreadable files, and names the detector. A run trained on the built-in
 synthetic drawings gets one warning (and a note in each picture): its predictions on real
 photos mean nothing. Detectors (manet_jax/faces.py): 'cnn' (default), 'hog', 'none'.
@@ -66,12 +74,27 @@ def main(argv):
     from pathlib import Path
 
     from manet_jax import atomic
-    from manet_jax.predict import SYNTHETIC_WARNING, Recognizer, draw, face_json, photo_files, read_photo
+    from manet_jax.predict import (
+        GROUP_PIXELS,
+        SYNTHETIC_WARNING,
+        Recognizer,
+        check_output_paths,
+        draw,
+        drawing_names,
+        face_json,
+        photo_files,
+        read_photo_within,
+        to_stored_pixels,
+    )
 
     start = time.time()
+    if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
+        raise NotADirectoryError(f"--workdir={_WORKDIR.value} is a file, expected a folder (a run of train.py)")
     files = photo_files(argv[1:])
     if not files:
         raise ValueError(f"no image files in {', '.join(argv[1:])}")
+    check_output_paths(files, draw=_DRAW.value, output=_OUTPUT.value)  # before any work: never over an input
+    pictures = drawing_names(files)
     step = cli.step_value(_STEP)
     options = {"max_side": _MAX_SIDE.value, "upsample": _UPSAMPLE.value, "threshold": _THRESHOLD.value}
     recognizer = Recognizer.from_workdir(
@@ -81,7 +104,7 @@ def main(argv):
     warning = SYNTHETIC_WARNING if recognizer.synthetic else None
     if warning:
         print(f"warning: {recognizer.run.workdir} was {warning}.", file=sys.stderr)
-    lines, failed, num_faces, faceless, drawn = [], 0, 0, 0, set()
+    lines, failed, num_faces, faceless = [], 0, 0, 0
     out = sys.stdout if _OUTPUT.value is None else None
 
     def emit(record):
@@ -90,30 +113,25 @@ def main(argv):
             print(line, flush=True)
         lines.append(line)
 
-    for first in range(0, len(files), _BATCH_PHOTOS.value):
-        group, photos, errors = files[first : first + _BATCH_PHOTOS.value], {}, {}
-        for path in group:
-            try:
-                photos[path] = read_photo(path)
-            except (ValueError, OSError) as err:
-                errors[path] = str(err)
+    for group in _groups(files, read_photo_within, _BATCH_PHOTOS.value, GROUP_PIXELS):
+        photos = {i: photo for i, _, (photo, _) in group if not isinstance(photo, str)}
         results = dict(zip(photos, recognizer.predict_images(list(photos.values()))))
-        for path in group:  # in the order given
-            if path in errors:
+        for i, path, (photo, scale) in group:  # in the order given
+            if isinstance(photo, str):  # its error
                 failed += 1
-                print(f"error: {errors[path]}", file=sys.stderr)
-                emit({"file": str(path), "face": None, "error": errors[path]})
+                print(f"error: {photo}", file=sys.stderr)
+                emit({"file": str(path), "face": None, "error": photo})
                 continue
-            found = results[path]
+            found = results[i]
             num_faces += len(found)
             if not found:
                 faceless += 1
                 print(f"{path}: no face found ({detector} detector)", file=sys.stderr)
                 emit({"file": str(path), "face": None, "faces": 0, "detector": detector})
-            for i, face in enumerate(found):
-                emit({"file": str(path), "face": i, **face_json(face)})
+            for k, face in enumerate(found):
+                emit({"file": str(path), "face": k, **face_json(to_stored_pixels(face, scale))})
             if _DRAW.value:
-                draw(photos[path], found, _unique(Path(_DRAW.value), path.stem, drawn), warning=warning)
+                draw(photo, found, Path(_DRAW.value) / pictures[i], warning=warning)
     if _OUTPUT.value is not None:
         atomic.write_text(_OUTPUT.value, "".join(line + "\n" for line in lines))
     print(
@@ -128,14 +146,23 @@ def main(argv):
         sys.exit(1)
 
 
-def _unique(folder, stem: str, taken: set):
-    """<folder>/<stem>.png, or <stem>-1.png, ... when two photos share a name."""
-    name, k = f"{stem}.png", 0
-    while name in taken:
-        k += 1
-        name = f"{stem}-{k}.png"
-    taken.add(name)
-    return folder / name
+def _groups(files, read, batch_photos: int, max_pixels: int):
+    """[(index, path, read(path) or (its error message, None))] groups of at most
+    `batch_photos` photos, each decoded just before it joins; a group also ends once its
+    photos hold `max_pixels` decoded pixels, so a big photo is never held beside others."""
+    group, pixels = [], 0
+    for i, path in enumerate(files):
+        try:
+            photo = read(path)
+            pixels += photo[0].shape[0] * photo[0].shape[1]
+        except (ValueError, OSError) as err:
+            photo = (str(err), None)
+        group.append((i, path, photo))
+        if len(group) == batch_photos or pixels >= max_pixels:
+            yield group
+            group, pixels = [], 0
+    if group:
+        yield group
 
 
 if __name__ == "__main__":

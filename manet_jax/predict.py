@@ -20,6 +20,7 @@ does not recompile the forward pass. A photo without a face gives [].
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,6 +55,29 @@ def read_photo(path) -> np.ndarray:
     converted (align.load_image); any size (a tiny picture simply holds no face). An
     unreadable file raises align.ImageDecodeError naming it."""
     return align.load_image(path, min_side=1)
+
+
+# Pixels predict.py decodes a photo to at most: a bigger one (e.g. 12000 x 12000 px) is shrunk
+# while it is decoded (align.decode_image; a JPEG inside the decoder), and its faces' boxes
+# and landmarks are mapped back to the stored pixels. 25 Mpx keeps a 6000 x 4000 photo whole.
+MAX_PHOTO_PIXELS = 25_000_000
+
+
+def read_photo_within(path, max_pixels: int = MAX_PHOTO_PIXELS) -> tuple[np.ndarray, tuple[float, float]]:
+    """read_photo, shrunk on decode to at most `max_pixels`: (photo, (sx, sy)), the photo's
+    size over the stored picture's along x and y (1.0, 1.0 when it was not shrunk)."""
+    return align.decode_image(path, min_side=1, max_pixels=max_pixels)
+
+
+def to_stored_pixels(face: dict, scale: tuple[float, float]) -> dict:
+    """A face found in a photo read shrunk by `scale` (read_photo_within), its box and
+    landmarks in the stored picture's pixels."""
+    if scale == (1.0, 1.0):
+        return face
+    sx, sy = scale
+    x, y, w, h = face["box"]
+    box = (round(x / sx), round(y / sy), round(w / sx), round(h / sy))
+    return {**face, "box": box, "landmarks": np.asarray(face["landmarks"], np.float64) / (sx, sy)}
 
 
 def trained_on_synthetic(run) -> bool:
@@ -191,14 +215,79 @@ def face_json(face: dict, digits: int = 4) -> dict:
 
 def photo_files(paths: Sequence) -> list[Path]:
     """Files as given, folders expanded to their images (align.IMAGE_SUFFIXES, recursively,
-    sorted). A path that does not exist is kept: reading it names it."""
+    sorted). A path that does not exist is kept: reading it names it; so is an entry with an
+    image suffix that is no regular file (a FIFO, a socket, a device): reading it refuses it
+    in one line (align.load_image) instead of blocking on it."""
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in align.IMAGE_SUFFIXES)
+            out += sorted(
+                f for f in p.rglob("*") if f.suffix.lower() in align.IMAGE_SUFFIXES and f.exists() and not f.is_dir()
+            )
         else:
             out.append(p)
     return out
+
+
+# Decoded pixels predict.py holds at once (~150 MB as RGB): a --batch_photos group ends early
+# when its photos reach this, so a photo this big is decoded, detected and drawn alone.
+GROUP_PIXELS = 48_000_000
+
+
+def drawing_names(files: Sequence) -> list[str]:
+    """The --draw picture's file name for each photo: the photo's whole name + '.png' (x.jpg ->
+    x.jpg.png, x.png -> x.png.png), so photos that differ only in their suffix never share a
+    picture; a name that repeats (photos of two folders) gets .2, .3, ... before the .png,
+    in input order."""
+    names, taken = [], set()
+    for f in files:
+        name, k = f"{Path(f).name}.png", 1
+        while name in taken:
+            k += 1
+            name = f"{Path(f).name}.{k}.png"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def check_output_paths(files: Sequence, draw=None, output=None) -> None:
+    """Refuse, before any work, outputs that would write over an input or cannot be written:
+    a --draw that is a file, or that holds (at any depth) one of the input photos; an
+    --output that is a folder, one of the input photos (also through a link), or whose folder
+    is a file, or that is one of the --draw pictures. Paths are compared resolved (symlinks,
+    '..'). Raises an OSError naming the flag and the path."""
+    inputs = [Path(f) for f in files]
+    real = [Path(os.path.realpath(f)) for f in inputs]
+    if draw is not None:
+        folder = Path(os.path.realpath(draw))
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"--draw={draw} is a file, expected a folder (one picture per photo goes in it)")
+        held = [f for f, r in zip(inputs, real) if r == folder or folder in r.parents]
+        if held:
+            raise FileExistsError(
+                f"--draw={draw} holds input photos ({held[0]}{f' and {len(held) - 1} more' if len(held) > 1 else ''}): "
+                "its pictures could replace them; name another folder"
+            )
+    if output is not None:
+        target = Path(os.path.realpath(output))
+        if target.is_dir():
+            raise IsADirectoryError(f"--output={output} is a folder, expected a file for the JSON lines")
+        if target.parent.exists() and not target.parent.is_dir():
+            raise NotADirectoryError(f"--output={output}: {target.parent} is a file, expected a folder")
+        same = [f for f, r in zip(inputs, real) if r == target or (target.exists() and _same_file(r, target))]
+        if same:
+            raise FileExistsError(
+                f"--output={output} is the input photo {same[0]}: the JSON lines would replace it; name another file"
+            )
+        if draw is not None and target.parent == Path(os.path.realpath(draw)) and target.name in drawing_names(inputs):
+            raise FileExistsError(f"--output={output} is the --draw picture of a photo; name another file")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------------------- drawing

@@ -158,13 +158,13 @@ def test_the_command_line_end_to_end(trained, tmp_path):
     summary = out.stderr.strip().splitlines()[-1]
     assert summary.startswith("3 photos, 1 faces, 1 photos without a face, 1 unreadable; detector cnn;"), summary
     assert out.stderr.count("trained on synthetic drawings") == 1  # the warning, once
-    with Image.open(tmp_path / "drawn" / "astronaut.png") as drawn:
+    with Image.open(tmp_path / "drawn" / "astronaut.png.png") as drawn:  # the photo's whole name + .png
         assert drawn.size == (512 + 2 * 128 + 224, 512)
         corner = np.asarray(drawn.convert("RGB"))[-6:, :4].reshape(-1, 3)  # the note's red box, bottom-left
         assert np.all(corner == (200, 0, 0)), corner[:3]
-    with Image.open(tmp_path / "drawn" / "blank.png") as drawn:
+    with Image.open(tmp_path / "drawn" / "blank.png.png") as drawn:
         assert drawn.size == (150 + 2 * 128 + 224, 128)  # one empty row of PANEL px
-    assert not (tmp_path / "drawn" / "broken.png").exists()
+    assert not (tmp_path / "drawn" / "broken.jpg.png").exists()
 
     # --output: the same lines into a file, nothing on stdout
     again = subprocess.run(
@@ -200,3 +200,41 @@ def test_the_detector_is_chosen_by_name(trained):
         Recognizer.from_workdir(workdir, detector="hog", max_side=640)
     with pytest.raises(ValueError, match="unknown face detector 'mtcnn'"):
         Recognizer.from_workdir(workdir, detector="mtcnn")
+
+
+def test_a_big_photo_is_shrunk_on_decode_and_its_face_given_in_stored_pixels(trained, tmp_path):
+    """Issue 28 (3): a 48 Mpx JPEG is decoded shrunk to at most MAX_PHOTO_PIXELS; its box and
+    landmarks come back in the stored photo's pixels. (2): x.jpg and x.png draw to x.jpg.png
+    and x.png.png, neither over the other, and the photos stay byte-identical."""
+    _, workdir = trained
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    face = Image.fromarray(data.astronaut()).resize((2048, 2048), Image.Resampling.BILINEAR)  # x4
+    frame = Image.new("RGB", (8000, 6000), (90, 90, 90))
+    frame.paste(face, (3000, 1000))
+    frame.save(folder / "x.jpg", quality=90)
+    Image.fromarray(data.astronaut()).save(folder / "x.png")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "predict.py",
+            f"--workdir={workdir}",
+            "--detector=hog",
+            str(folder),
+            f"--draw={tmp_path / 'drawn'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    big, small = [json.loads(line) for line in out.stdout.splitlines()]
+    assert big["file"].endswith("x.jpg") and small["box"] == [179, 83, 88, 88]
+    expected = np.array([3000 + 4 * 179, 1000 + 4 * 83, 4 * 88, 4 * 88])  # the small photo's face, x4, moved
+    assert np.abs(np.array(big["box"]) - expected).max() <= 0.06 * 352, big["box"]
+    nose = np.array(small["landmarks"][30]) * 4 + (3000, 1000)
+    assert np.abs(np.array(big["landmarks"][30]) - nose).max() <= 12, (big["landmarks"][30], nose)
+    assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == ["x.jpg.png", "x.png.png"]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

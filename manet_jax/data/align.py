@@ -25,6 +25,10 @@ convention, so a landmark and the image content under it move together.
 
 from __future__ import annotations
 
+import math
+import os
+import stat
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -318,21 +322,58 @@ def load_image(path, min_side: int = MIN_IMAGE_SIDE, exif_orientation: bool = Tr
 
     exif_orientation: turn the picture upright as its EXIF Orientation tag says (what a photo
     viewer shows). Data sets whose landmark files refer to the stored pixels (CK+, RAF-DB)
-    pass False. A picture under `min_side` px a side is refused.
+    pass False. A picture under `min_side` px a side is refused, and so is a path that is no
+    regular file (a FIFO or a device would block the read or never end); one over twice
+    PIL's Image.MAX_IMAGE_PIXELS (~179 Mpx) is refused as a decompression bomb.
+    """
+    return decode_image(path, min_side, exif_orientation)[0]
+
+
+def decode_image(
+    path, min_side: int = MIN_IMAGE_SIDE, exif_orientation: bool = True, max_pixels: int | None = None
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """load_image with a decode limit: (image, (sx, sy)), sx and sy the decoded size over the
+    stored one along the (upright) image's x and y axes, 1.0 unless the picture has more than
+    `max_pixels` pixels. Such a picture is shrunk while it is decoded: a JPEG at 1/2, 1/4 or
+    1/8 scale inside the decoder (PIL's draft: the full-size pixels never exist), any other
+    format by an integer factor right after decoding; either way to at most `max_pixels`.
+    The decoded pixels are held about twice at most (no copy for EXIF, band-wise to NumPy).
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    _check_regular_file(path)
     try:
-        with Image.open(path) as opened:
+        with warnings.catch_warnings():
+            if max_pixels is not None:  # it is shrunk below: PIL's warning about its size is moot
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened:
+            stored = opened.size
+            too_big = max_pixels is not None and stored[0] * stored[1] > max_pixels
+            if too_big and opened.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale
+                k = math.sqrt(stored[0] * stored[1] / max_pixels)
+                opened.draft("RGB", (math.ceil(stored[0] / k), math.ceil(stored[1] / k)))
             opened.load()
-            img = _upright(opened, ImageOps) if exif_orientation else opened
+            img = opened
+            if too_big and img.size[0] * img.size[1] > max_pixels:  # other formats, or a draft not small enough
+                if img.mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):  # what reduce() takes
+                    img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
+                img = img.reduce(math.ceil(math.sqrt(img.size[0] * img.size[1] / max_pixels)))
+            decoded = img.size
+            if exif_orientation:
+                img = _upright(img, ImageOps)
+            scale = (decoded[0] / stored[0], decoded[1] / stored[1])
+            if img.size != decoded:  # turned by 90 degrees: x and y swap
+                scale = scale[::-1]
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale to 8 bits
                 arr = np.asarray(img, np.float64)
                 arr = np.clip(arr / (256.0 if arr.max() > 255 else 1.0), 0, 255).astype(np.uint8)
             elif img.mode == "F":
                 arr = _float_grey_to_uint8(np.asarray(img, np.float64), path)
             else:
-                arr = np.asarray(img.convert("L") if img.mode in ("L", "LA", "1") else img.convert("RGB"))
+                if img.mode not in ("L", "RGB"):
+                    img = img.convert("L" if img.mode in ("LA", "1") else "RGB")
+                arr = _to_array(img)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
         if isinstance(e, ImageDecodeError):
             raise
@@ -341,16 +382,53 @@ def load_image(path, min_side: int = MIN_IMAGE_SIDE, exif_orientation: bool = Tr
         raise ImageDecodeError(
             f"{path}: image is {arr.shape[1]}x{arr.shape[0]} px; a face needs at least {min_side} px a side"
         )
-    return as_rgb(arr)
+    return as_rgb(arr), scale
+
+
+def _to_array(img) -> np.ndarray:
+    """An 'L' or 'RGB' PIL image as a NumPy array; a large one band by band (np.asarray goes
+    through tobytes(), which holds the pixels twice more while it joins its chunks)."""
+    w, h = img.size
+    if w * h <= 4_000_000:
+        return np.asarray(img)
+    arr = np.empty((h, w, 3) if img.mode == "RGB" else (h, w), np.uint8)
+    rows = max(1, 4_000_000 // w)
+    for top in range(0, h, rows):
+        arr[top : top + rows] = np.asarray(img.crop((0, top, w, min(h, top + rows))))
+    return arr
+
+
+_FILE_KINDS = {
+    stat.S_IFIFO: "FIFO (named pipe)",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFDIR: "folder",
+}
+
+
+def _check_regular_file(path) -> None:
+    """An ImageDecodeError for a path that exists but is no regular file (checked before it is
+    opened: opening a FIFO blocks until a writer comes); other paths are left to the decoder."""
+    if not isinstance(path, str | os.PathLike):
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing, a dangling link, no permission: the decoder's error names it
+    if not stat.S_ISREG(mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(mode), "special file")
+        raise ImageDecodeError(f"{path}: a {kind}, not a regular file; not read")
 
 
 def _upright(img, image_ops):
     """The picture turned as its EXIF Orientation says; as stored when that block is unreadable
     (a mangled EXIF header can raise nearly anything in Pillow: struct.error, KeyError, ...)."""
     try:
-        return image_ops.exif_transpose(img)
+        image_ops.exif_transpose(img, in_place=True)  # in place: no copy of an upright picture
     except Exception:  # the pixels are still good
-        return img
+        pass
+    return img
 
 
 def _float_grey_to_uint8(arr: np.ndarray, path) -> np.ndarray:
