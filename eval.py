@@ -50,7 +50,8 @@ def main(argv):
     )
     print(
         f"{summary['workdir']}: {summary['variant']}, step {summary['step']} ({summary['step_note']}), "
-        f"{summary['split']} split{', flip TTA' if summary['flip_tta'] else ''}"
+        f"{summary['split']} split{', flip TTA' if summary['flip_tta'] else ''} (data fingerprint "
+        f"{summary['data_fingerprint']})"
     )
     print(metrics.format_summary(summary))
     print()

@@ -242,20 +242,24 @@ def test_a_truncated_prepared_file_is_named_with_how_to_rebuild_it(run):
     assert f"delete the prepared folder {test.path.parent}" in message and "\n" not in message
 
 
-def test_eval_cli_refuses_a_damaged_step_in_one_line(run):
-    _, _, workdir = run
+def test_eval_cli_falls_back_or_refuses_a_damaged_step_in_one_line(run):
+    cfg, _, workdir = run
     meta_without_a_comma(workdir / "checkpoints" / "2")
-    out = subprocess.run(
-        [sys.executable, "eval.py", f"--workdir={workdir}", "--step=2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )
+
+    def eval_py(*flags):
+        cmd = [sys.executable, "eval.py", f"--workdir={workdir}", *flags]
+        env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+
+    damaged = f"checkpoint {workdir / 'checkpoints' / '2'} is damaged: meta/metadata is not valid JSON (Expecting ','"
+    out = eval_py()  # best: step 2, damaged -> step 1
+    assert out.returncode == 0, out.stderr[-3000:]
+    _, test = datasets.load_splits(cfg, workdir, log=lambda *_: None)
+    headline = out.stdout.splitlines()[0]
+    assert "step 1 (best step by eval_accuracy" in headline and "step 2 is damaged" in headline
+    assert headline.endswith(f"test split (data fingerprint {prepared.fingerprint(test)})")
+    assert sum(damaged in line for line in out.stderr.splitlines()) == 1
+    out = eval_py("--step=2")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
-    says = (
-        f"error: checkpoint {workdir / 'checkpoints' / '2'} is damaged: meta/metadata is not valid JSON (Expecting ','"
-    )
-    assert len(errors) == 1 and errors[0].startswith(says), out.stderr
+    assert len(errors) == 1 and errors[0].startswith(f"error: {damaged}"), out.stderr
