@@ -359,6 +359,7 @@ def run_parallel(config, root, folds, variants, script: str, argv: Sequence[str]
     neither is a run on another core count). Workers write <fold>/cv.log; the caller then
     runs run_cv, which finds every fold finished.
     """
+    from manet_jax import classical, limits
     from manet_jax.data import datasets
 
     root = Path(root).absolute()
@@ -373,7 +374,10 @@ def run_parallel(config, root, folds, variants, script: str, argv: Sequence[str]
         return
     for variant in dict.fromkeys(v for v, _ in todo):  # prepare the shared data once, before any worker
         first = next(f for v, f in todo if v == variant)
-        datasets.load_splits(fold_config(config, root, variant, first), fold_workdir(root, variant, first), log=log)
+        cfg = fold_config(config, root, variant, first)
+        train, test = datasets.load_splits(cfg, fold_workdir(root, variant, first), log=log)
+        if variant != classical.VARIANT:  # steps and batch sizes refused here, not in every worker
+            limits.check_training(cfg, len(train), len(test))
     log(f"{len(todo)} folds on {jobs} workers, CPUs {groups}")
     free, running, failed = list(range(jobs)), {}, []
     try:

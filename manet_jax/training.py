@@ -30,7 +30,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from manet_jax import atomic, defaults, locking, regions, run_record
+from manet_jax import atomic, defaults, limits, locking, regions, run_record
 from manet_jax.checkpoints import Checkpoints, DamagedCheckpointError
 from manet_jax.data import datasets, pipeline, prepared
 from manet_jax.evaluation import check_fingerprint, evaluate, mask_errors
@@ -398,6 +398,7 @@ def train_stages(config: ml_collections.ConfigDict, workdir: Path) -> dict:
     # ------------------------------------------------------------------- data
     train_split, test_split = datasets.load_splits(config, workdir, log=log)
     check_data_fits_model(config, train_split)
+    limits.check_training(config, len(train_split), len(test_split))  # steps, batch sizes: before any work
     fingerprints = {
         "data_fingerprint_train": prepared.fingerprint(train_split),
         "data_fingerprint_test": prepared.fingerprint(test_split),

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +174,37 @@ def test_a_12000_px_png_is_decoded_within_bounded_memory(tmp_path):
     peak_kb = int(out.stdout.split()[-1])
     assert out.stdout.startswith("(4000, 4000, 3) (0.3333") and "DecompressionBombWarning" not in out.stderr
     assert peak_kb < 1_000_000, f"peak RSS {peak_kb / 1e6:.2f} GB decoding one 12000 x 12000 PNG"
+
+
+# ------------------------------------------------------------------ config bounds, before any work
+def test_a_huge_batch_or_step_count_is_refused_in_seconds_naming_the_key(tmp_path):
+    """Finding 3: batch_size=1e9 on the 40-example tiny set grew to 22.7 GB until the kernel
+    killed it; stage2_steps=1e12 trained stage 1 and then died in a MemoryError. Both are
+    refused in one line naming the key, as soon as the data set's size is known."""
+    cases = {
+        "--config.train.batch_size=1000000000": ["config.train.batch_size=1000000000", "40 training examples"],
+        "--config.train.stage2_steps=1000000000000": ["config.train.stage2_steps=1000000000000", "10,000,000"],
+    }
+    for flag, words in cases.items():
+        start = time.monotonic()
+        out = run_tool("train.py", "--config=configs/synthetic.py:tiny", f"--workdir={tmp_path / 'run'}", flag)
+        seconds = time.monotonic() - start
+        one_line_error(out, *words)
+        assert seconds < 30, f"{flag} refused after {seconds:.0f} s"
+        assert not (tmp_path / "run" / "config.json").exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_batch_memory_is_estimated_and_ordinary_configs_pass():
+    """The memory bound is a lower bound (the float32 input batches tf.data holds at once), so
+    the shipped configs are never refused; an eval batch of 10^8 faces is."""
+    from configs import synthetic
+    from manet_jax import defaults, limits
+
+    tiny, demo = synthetic.get_config("tiny"), synthetic.get_config()
+    assert limits.training_problems(tiny, 40, 21) == [] and limits.training_problems(demo, 3500, 700) == []
+    assert limits.training_problems(defaults.get_config(), 1000, 300, memory=16 * 2**30) == []  # 224 px, batch 42
+    tiny.train.eval_batch_size = 10**8
+    (problem,) = limits.training_problems(tiny, 40, 21, memory=16 * 2**30)
+    assert problem.startswith("config.train.eval_batch_size=100000000 needs at least") and "16.0 GiB" in problem
+    tiny.model.variant, tiny.train.stage1_steps = "vgg", 10**12  # a baseline has no stage 1: not refused
+    assert not any("stage1" in p for p in limits.training_problems(tiny, 40, 21))
