@@ -24,15 +24,17 @@ by accuracy on the very test fold, which would be selection on the test set.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -358,6 +360,12 @@ def run_parallel(config, root, folds, variants, script: str, argv: Sequence[str]
     thread instead of two, so its numbers are not bit-identical to a --jobs=1 run (and
     neither is a run on another core count). Workers write <fold>/cv.log; the caller then
     runs run_cv, which finds every fold finished.
+
+    No orphans: each worker runs in its own process group, which is stopped (SIGTERM, then
+    SIGKILL after 60 s) when this function leaves early: an error, Ctrl-C, or SIGTERM/SIGHUP
+    (turned into SystemExit here). A worker also gets SIGTERM from the kernel when this
+    process dies in any way, SIGKILL included (Linux: prctl PR_SET_PDEATHSIG). Its workdir
+    lock is an flock, which the kernel releases with the process: a rerun is never refused.
     """
     from manet_jax import classical, limits
     from manet_jax.data import datasets
@@ -380,6 +388,7 @@ def run_parallel(config, root, folds, variants, script: str, argv: Sequence[str]
             limits.check_training(cfg, len(train), len(test))
     log(f"{len(todo)} folds on {jobs} workers, CPUs {groups}")
     free, running, failed = list(range(jobs)), {}, []
+    previous = _exit_on_signals((signal.SIGTERM, signal.SIGHUP))  # so that `finally` stops the workers
     try:
         while todo or running:
             while todo and free and not failed:
@@ -402,13 +411,18 @@ def run_parallel(config, root, folds, variants, script: str, argv: Sequence[str]
                 result = json.loads((fold_workdir(root, variant, fold) / RESULT_FILE).read_text())
                 log(f"{variant} fold {fold}: accuracy {100 * result['accuracy']:.2f}% ({seconds:.0f}s)")
     finally:
-        for proc, *_ in running.values():  # interrupted: stop the workers (checkpoints stay intact)
-            proc.terminate()
+        if running:
+            log(f"stopping {len(running)} workers (their checkpoints stay intact)")
+        for proc, *_ in running.values():  # interrupted (Ctrl-C, SIGTERM): stop the workers
+            _signal_group(proc, signal.SIGTERM)
         for proc, *_ in running.values():
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if failed:
         variant, fold, code, log_path = failed[0]
         tail = "".join(Path(log_path).read_text(errors="replace").splitlines(keepends=True)[-20:])
@@ -418,18 +432,76 @@ def run_parallel(config, root, folds, variants, script: str, argv: Sequence[str]
         )
 
 
+def _exit_on_signals(signums) -> dict:
+    """Turn each signal into SystemExit(128 + signal) in this (main) thread, so that a `finally`
+    runs; returns the previous handlers. Elsewhere (not the main thread) nothing changes."""
+
+    def leave(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    previous = {}
+    for signum in signums:
+        try:
+            previous[signum] = signal.signal(signum, leave)
+        except ValueError:  # not the main thread
+            break
+    return previous
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    """`signum` to the worker's process group (the worker and anything it started)."""
+    try:
+        os.killpg(proc.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass  # gone already
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A function for the child, between fork and exec: the kernel sends it SIGTERM when its
+    parent dies, however it dies (SIGKILL included); None where prctl does not exist (not
+    Linux). libc is looked up here, in the parent: loading it after fork could deadlock."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def die_with_parent():
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return die_with_parent
+
+
 def _start_worker(script: str, argv, variant: str, fold: int, root: Path, cpus: list[int], log):
+    """A worker process in its own process group (the parent stops the whole group), pinned to
+    `cpus` where it can be, and killed by the kernel when the parent dies (no orphans)."""
     workdir = fold_workdir(root, variant, fold)
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "cv.log"
     pin = process_cpus.can_pin()
+    with_parent = _parent_death_signal()
+
+    def setup():  # in the child, before exec
+        if with_parent is not None:
+            with_parent()
+        if pin:
+            os.sched_setaffinity(0, cpus)
+
     with log_path.open("a") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
             [sys.executable, script, *worker_argv(argv, variant, fold)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if pin else None,
+            preexec_fn=setup,
+            process_group=0,
         )
     log(f"{variant} fold {fold}: started on CPUs {cpus if pin else 'all (cannot pin here)'}; log {log_path}")
     return proc, variant, fold, time.time(), log_path

@@ -4,8 +4,10 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +184,59 @@ def test_cv_jobs_names_the_failed_fold_and_its_log(tmp_path):
     assert f"vgg fold 4, exited with code 1. Its log {log} ends:" in result.stderr
     assert "config.model.width_multiplier must be > 0, got -1" in result.stderr  # the worker's own error, quoted
     assert not (root / "cv_summary.json").exists() and not (root / "vgg" / "fold_4" / "fold_result.json").exists()
+
+
+def _live_workers(root) -> list[int]:
+    """PIDs of cv.py workers (their --folds=<k>) of this root still running (zombies aside)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and f"--root={root}".encode() in argv and any(re.fullmatch(rb"--folds=\d+", a) for a in argv):
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
+def test_cv_jobs_workers_die_with_their_parent_and_leave_no_lock(tmp_path):
+    """Issue 28 (4): SIGTERM, SIGINT or SIGKILL of the parent used to leave its --jobs workers
+    training to the end, and a rerun was refused by their locks. Now none is alive 10 s later
+    (SIGTERM/SIGINT: the parent stops their process groups; SIGKILL: the kernel's parent-death
+    signal), and every fold's workdir lock is free again."""
+    from manet_jax import locking
+
+    config_path = tmp_path / "tiny_cv.py"
+    config_path.write_text(CONFIG_FILE)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
+        root = tmp_path / f"cv_{signum.name}"
+        command = [sys.executable, "cv.py", f"--config={config_path}", f"--root={root}", "--variants=vgg"]
+        parent = subprocess.Popen(
+            [*command, "--folds=1-2", "--jobs=2", "--config.train.stage2_steps=5000"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while len(_live_workers(root)) < 2 and time.monotonic() < deadline and parent.poll() is None:
+                time.sleep(0.2)
+            assert len(_live_workers(root)) == 2, f"the workers never started (parent exit {parent.poll()})"
+            time.sleep(2)  # well inside their runs (imports, data, the first steps)
+            os.kill(parent.pid, signum)
+            killed = time.monotonic()
+            while _live_workers(root) and time.monotonic() - killed < 10:
+                time.sleep(0.1)
+            assert not _live_workers(root), f"workers alive 10 s after {signum.name} to the parent"
+        finally:
+            for pid in _live_workers(root):  # never leave them behind, even when the test fails
+                os.kill(pid, signal.SIGKILL)
+            parent.kill()
+            parent.wait()
+        for fold in (1, 2):  # a rerun is not refused by a dead worker's lock
+            with locking.exclusive(crossval.fold_workdir(root, "vgg", fold)):
+                pass
