@@ -6,6 +6,7 @@
     python bench/detect_faces.py --detectors=hog --hog_upsample=0,1 --verbose
     python bench/detect_faces.py --copies=2 --seed=1 --json        # a larger set; JSON lines
     python bench/detect_faces.py --save=/tmp/photo_set             # also write the set's images, boxes drawn
+    python bench/detect_faces.py --smallest --max_side=480,640,800,1024   # the smallest face each one finds
 
 The set (manet_jax/data/photo_set.py) is built from photos that installed packages ship
 (scikit-image's astronaut and cameraman, matplotlib's Grace Hopper, face-free photos as
@@ -32,6 +33,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
 
 from manet_jax import faces  # noqa: E402
 from manet_jax.data import photo_set  # noqa: E402
@@ -134,6 +137,33 @@ def print_table(rows: list[dict]) -> None:
         print(line)
 
 
+SWEEP_SIDES = (32, 40, 48, 56, 64, 72, 80, 96, 112, 128)  # px: face widths of the --smallest sweep
+
+
+def smallest_faces(detector, sides=SWEEP_SIDES, min_iou: float = photo_set.MIN_IOU) -> dict:
+    """Which face widths a detector finds: the astronaut's face (photo_set's hand box) scaled
+    to each width in `sides` and pasted into a 1350 x 550 scene (no other face in it); the
+    CNN's reach depends on --max_side, which scales the photo before it looks."""
+    from PIL import Image
+
+    (astronaut,) = [item for item in photo_set.base_photos() if item.name == "astronaut"]
+    (x, y, w, h) = astronaut.boxes[0]
+    left, top = max(0, x - 56), max(0, y - 56)
+    crop = astronaut.image[top : top + 200, left : left + 200]
+    scene = photo_set.background(photo_set.COMPOSITE_SIZE, 0)[1]
+    found = {}
+    for side in sides:
+        scale = side / w
+        size = round(200 * scale)
+        patch = np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.LANCZOS))
+        canvas = scene.copy()
+        canvas[200 : 200 + size, 600 : 600 + size] = patch
+        true = (600 + (x - left) * scale, 200 + (y - top) * scale, w * scale, h * scale)
+        boxes = [face.box for face in detector.detect(canvas)]
+        found[side] = len(photo_set.match(boxes, [true], min_iou).true_positives) == 1
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--detectors", default=",".join(faces.DETECTORS), help="comma-separated: hog, cnn, none")
@@ -146,7 +176,17 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="one JSON line per detector instead of the table")
     parser.add_argument("--verbose", action="store_true", help="one line per photo: faces found, IoUs, false, ms")
     parser.add_argument("--save", default=None, help="a folder to write the set's images into (true boxes drawn)")
+    parser.add_argument("--smallest", action="store_true", help="instead: which face widths (px) each detector finds")
     args = parser.parse_args()
+    if args.smallest:
+        print("face width (px) in a 1350 x 550 photo: " + " ".join(f"{s:>4}" for s in SWEEP_SIDES))
+        for name, options in configurations(args):
+            if name != "none":
+                found = smallest_faces(faces.make_detector(name, **options))
+                print(
+                    f"{label(name, options):38s} " + " ".join(f"{'yes' if found[s] else '-':>4}" for s in SWEEP_SIDES)
+                )
+        return
 
     start = time.perf_counter()
     items = photo_set.labelled_set(seed=args.seed, copies=args.copies)

@@ -7,10 +7,11 @@
 Three detectors, by name (`DETECTORS`; predict.py --detector, config.data.detector):
 
 * 'cnn' (the default): dlib's CNN face detector (MMOD) on the photo scaled to at most
-  `max_side` px, merged with the HOG detector's faces at full size. Finds turned, tilted,
-  partly covered and close-up faces; ~0.3-1 s a photo on one CPU core.
-* 'hog': dlib's HOG + linear SVM frontal face detector: fast (10-400 ms), but misses heads
-  tilted or turned past ~25-30 degrees, covered mouths and close-ups.
+  `max_side` px, merged with the HOG detector's faces at full size. Also finds faces turned
+  towards profile, covered by a hand, blurred or in dim light; ~1 s a photo on one CPU core.
+* 'hog': dlib's HOG + linear SVM frontal face detector: fast (10-100 ms a photo) and fine on
+  tilted (to ~30 degrees) and close-up frontal faces, but misses profiles, faces with a hand
+  over the eyes or mouth, blurred and dark ones.
 * 'none': no detection; the whole image is the face (pre-cropped data). Its landmarks come
   from the shape predictor when it finds them, else from the alignment template, and
   `Face.landmark_source` says which.
