@@ -36,14 +36,15 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     from manet_jax import export
 
-    formats = export.parse_formats(_FORMAT.value)  # an unknown format fails before anything loads
+    formats = export.parse_formats(_FORMAT.value)  # an unknown format or platform fails before anything loads
+    platforms = export.parse_platforms(_PLATFORMS.value)
     step = cli.step_value(_STEP)
     export.export_run(
         _WORKDIR.value,
         formats,
         step=step,
         output=_OUTPUT.value,
-        platforms=_PLATFORMS.value,
+        platforms=platforms,
         flip_tta=_FLIP_TTA.value,
         check=_CHECK.value,
     )

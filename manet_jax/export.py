@@ -24,8 +24,11 @@ gives, through the same normalisation (preprocess.normalize) and forward pass
   source workdir, platforms, each artifact's size and sha256, and the round-trip check made at export.
 
 Each artifact is written into a temporary sibling and renamed into place (manet_jax.atomic):
-an interrupted export leaves the previous artifact or none, never half of one; signature.json
-is written last. After writing, every artifact is loaded back and run on a random uint8 batch
+an interrupted export leaves the previous artifact or none, never half of one. signature.json
+lists only artifacts of one source, each with the size and sha256 of the file on disk, and is
+rewritten as each goes in (`"complete": true` with the last): a folder whose signature says
+`"complete": false` is an interrupted export, and only what its signature lists is usable.
+An export removes the leftovers of killed ones, and one export writes a folder at a time. After writing, every artifact is loaded back and run on a random uint8 batch
 of two sizes against Run.predict (`verify`); a difference over `tolerance` raises.
 ONNX is not offered: tf2onnx cannot convert the XlaCallModule op jax2tf emits, and jax2onnx
 downgrades orbax-checkpoint.
@@ -48,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from manet_jax import atomic, evaluation, inference, preprocess, run_record
+from manet_jax import atomic, evaluation, inference, locking, preprocess, run_record
 
 log_ = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ FORMATS = ("jax", "saved_model", "tflite")
 FILES = {"jax": "model.jax_exported", "saved_model": "saved_model", "tflite": "model.tflite"}
 SIGNATURE_FILE = "signature.json"
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "images"
 FORMAT_VERSION = 1
@@ -264,73 +268,135 @@ def export_run(
     (default <workdir>/export), then signature.json. Returns what signature.json holds,
     with 'output' added.
 
-    The artifacts are written into a staging folder inside `output` and, with `check`, each
-    is loaded back and compared with Run.predict there (verify); a difference over `tolerance`
-    raises ExportMismatchError and nothing in `output` changes. Only then is signature.json
-    removed, the artifacts renamed into place and signature.json written again, last: a
-    folder without it is an interrupted export. Artifacts of another source (workdir, step,
-    flip_tta, platforms) left by an earlier export are removed, so the folder never mixes
-    two models; those of the same source that were not re-exported are kept and listed.
+    One export writes a folder at a time (an flock on the folder; a second one stops at
+    once), and it first removes the leftovers of killed ones (`.staging-*`, `.<artifact>.old-*`
+    and `.tmp-*`). The artifacts are written into a staging folder inside `output` and, with
+    `check`, each is loaded back and compared with Run.predict there (verify); a difference
+    over `tolerance` raises ExportMismatchError and nothing in `output` changes.
+
+    Then signature.json only ever lists artifacts of one source (workdir, step, flip_tta,
+    platforms) whose size and sha256 it took from the files on disk: first it is rewritten to
+    list only what stays untouched (artifacts of the same source, not re-exported, whose
+    size and sha256 still match their entry), every other artifact is removed, and each new
+    one is renamed into place, hashed where it lies and added, signature.json rewritten
+    after each; `"complete": true` comes with the last. A killed export thus leaves a folder
+    whose signature says what is there (and `"complete": false`), never two steps side by side.
     """
-    formats = parse_formats(formats)
+    formats, platforms = parse_formats(formats), parse_platforms(platforms)  # before any work
     workdir = Path(workdir).expanduser().absolute()
+    if workdir.exists() and not workdir.is_dir():
+        raise NotADirectoryError(f"workdir {workdir} is a file, expected a folder (a run of train.py)")
     if not workdir.is_dir():
         raise FileNotFoundError(f"workdir {workdir} does not exist")
-    run = inference.load_run(workdir, step)
     output = Path(output).expanduser().absolute() if output is not None else workdir / "export"
+    if output.exists() and not output.is_dir():
+        raise NotADirectoryError(f"output {output} is a file, expected a folder")
+    run = inference.load_run(workdir, step)
     output.mkdir(parents=True, exist_ok=True)
     source = {"workdir": str(workdir), "step": run.step, "flip_tta": flip_tta, "platforms": list(platforms)}
     log(f"{workdir}: {run.config.model.variant}, step {run.step} ({run.note}) -> {output}")
     names, record = class_names(run), run_record.resolve(workdir, run.config)  # raise before any work
 
-    artifacts = {}
-    with tempfile.TemporaryDirectory(dir=output, prefix=".staging-") as staging:
-        staging = Path(staging)
-        for fmt in formats:
-            start = time.time()
-            path = staging / FILES[fmt]
-            entry = {"path": FILES[fmt]}
-            if fmt == "jax":
-                export_jax(run, path, platforms, flip_tta)
-            elif fmt == "saved_model":
-                export_saved_model(run, path, platforms, flip_tta)
-            else:
-                saved = staging / FILES["saved_model"]
-                if not saved.is_dir():
-                    saved = export_saved_model(run, staging / "tflite_source", platforms, flip_tta)
-                _, entry["ops"] = export_tflite(saved, path)
-            entry["seconds"] = round(time.time() - start, 3)
-            entry.update(bytes=_size(path), sha256=_sha256(path))
-            if check:
-                diffs = verify(run, LOADERS[fmt](path), flip_tta=flip_tta)
-                entry["max_abs_difference"] = diffs
-                if max(diffs.values()) > tolerance:
-                    raise ExportMismatchError(
-                        f"the {fmt} export of {workdir} step {run.step} does not reproduce Run.predict: "
-                        f"max |difference| {diffs} > {tolerance}; {output} is left as it was"
-                    )
-            artifacts[fmt] = entry
-            log(
-                f"{fmt}: {entry['bytes'] / 1e6:.2f} MB in {entry['seconds']:.1f} s"
-                + (f", max |diff| vs Run.predict {max(entry['max_abs_difference'].values()):.1e}" if check else "")
-                + (f", ops {'+'.join(entry['ops'])}" if "ops" in entry else "")
-            )
+    with locking.exclusive_folder(output, "export folder"):
+        _remove_leftovers(output, log)
+        artifacts = {}
+        with tempfile.TemporaryDirectory(dir=output, prefix=STAGING_PREFIX) as staging:
+            staging = Path(staging)
+            for fmt in formats:
+                start = time.time()
+                path = staging / FILES[fmt]
+                entry = {"path": FILES[fmt]}
+                if fmt == "jax":
+                    export_jax(run, path, platforms, flip_tta)
+                elif fmt == "saved_model":
+                    export_saved_model(run, path, platforms, flip_tta)
+                else:
+                    saved = staging / FILES["saved_model"]
+                    if not saved.is_dir():
+                        saved = export_saved_model(run, staging / "tflite_source", platforms, flip_tta)
+                    _, entry["ops"] = export_tflite(saved, path)
+                entry["seconds"] = round(time.time() - start, 3)
+                entry.update(bytes=_size(path), sha256=_sha256(path))
+                if check:
+                    diffs = verify(run, LOADERS[fmt](path), flip_tta=flip_tta)
+                    entry["max_abs_difference"] = diffs
+                    if max(diffs.values()) > tolerance:
+                        raise ExportMismatchError(
+                            f"the {fmt} export of {workdir} step {run.step} does not reproduce Run.predict: "
+                            f"max |difference| {diffs} > {tolerance}; {output} is left as it was"
+                        )
+                artifacts[fmt] = entry
+                log(
+                    f"{fmt}: {entry['bytes'] / 1e6:.2f} MB in {entry['seconds']:.1f} s"
+                    + (f", max |diff| vs Run.predict {max(entry['max_abs_difference'].values()):.1e}" if check else "")
+                    + (f", ops {'+'.join(entry['ops'])}" if "ops" in entry else "")
+                )
 
-        previous = _read_signature(output)
-        (output / SIGNATURE_FILE).unlink(missing_ok=True)
-        for fmt in formats:
-            atomic.replace_path(staging / FILES[fmt], output / FILES[fmt])
-        if previous and previous.get("source") == source:
-            kept = previous.get("artifacts", {})
-            artifacts = {f: kept[f] if f in kept and f not in artifacts else artifacts.get(f) for f in FORMATS}
-            artifacts = {f: a for f, a in artifacts.items() if a is not None and (output / a["path"]).exists()}
-        for fmt in FORMATS:  # another model's artifacts, or ones no signature vouches for
-            stale = output / FILES[fmt]
-            if fmt not in artifacts and stale.exists():
-                log(f"removing {stale}: left by an earlier export of another source ({source} now)")
-                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+            signature = _signature(run, source, names, record)
+            listed = _still_valid(_read_signature(output), source, output, formats, log)
+            _write_signature(output, signature, listed, complete=False)  # lists only what stays untouched
+            for fmt in FORMATS:  # another model's artifacts, re-exported ones, ones no signature vouches for
+                stale = output / FILES[fmt]
+                if fmt not in listed and (stale.exists() or stale.is_symlink()):
+                    if fmt not in formats:
+                        log(f"removing {stale}: not of {source} (or no longer what a signature listed)")
+                    shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+            for fmt in formats:  # each in place, hashed where it lies, then listed
+                final = atomic.replace_path(staging / FILES[fmt], output / FILES[fmt])
+                listed[fmt] = {**artifacts[fmt], "bytes": _size(final), "sha256": _sha256(final)}
+                signature = _write_signature(output, signature, listed, complete=fmt == formats[-1])
+    log(f"{output / SIGNATURE_FILE}: {', '.join(signature['artifacts'])}")
+    return {**signature, "output": str(output)}
 
-    signature = {
+
+STAGING_PREFIX = ".staging-"
+
+
+def parse_platforms(platforms: str | Sequence[str]) -> tuple[str, ...]:
+    """'cpu,cuda' or a sequence -> the platforms, each one jax.export lowers for; unknown ones
+    are named before any work (jax.export would refuse them only after the model is loaded)."""
+    names = [p.strip() for p in (platforms.split(",") if isinstance(platforms, str) else platforms) if p.strip()]
+    unknown = [p for p in names if p not in PLATFORMS]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown export platform {', '.join(map(repr, unknown)) or '(none)'} (--platforms): "
+            f"choose from {', '.join(PLATFORMS)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def _remove_leftovers(output: Path, log) -> None:
+    """What killed exports left in `output` (with the folder locked, no live export owns any):
+    staging folders and the temporaries of atomic writes and replacements."""
+    names = (*FILES.values(), SIGNATURE_FILE)
+    for path in sorted(output.iterdir()):
+        n = path.name
+        if n.startswith(STAGING_PREFIX) or any(n.startswith((f".{a}.tmp-", f".{a}.old-")) for a in names):
+            log(f"removing {path}: left by an interrupted export")
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def _still_valid(previous: dict | None, source: dict, output: Path, formats, log) -> dict:
+    """The previous signature's artifacts that stay listed: of the same source, not re-exported
+    now, and whose file still has the size and sha256 recorded for it."""
+    if not previous or previous.get("source") != source or not isinstance(previous.get("artifacts"), dict):
+        return {}
+    kept = {}
+    for fmt, entry in previous["artifacts"].items():
+        if fmt not in FORMATS or fmt in formats or not isinstance(entry, dict):
+            continue
+        path = output / FILES[fmt]
+        on_disk = (_size(path), _sha256(path)) if path.exists() else None
+        if on_disk == (entry.get("bytes"), entry.get("sha256")):
+            kept[fmt] = entry
+        else:
+            log(f"{path}: {'missing' if on_disk is None else 'its size or sha256 changed'} since it was listed")
+    return kept
+
+
+def _signature(run: inference.Run, source: dict, names, record) -> dict:
+    """signature.json without its artifacts."""
+    return {
         "format_version": FORMAT_VERSION,
         "source": source,
         "step_note": run.note,
@@ -350,12 +416,17 @@ def export_run(
         "pixel_mean": [float(v) for v in run.config.data.get("pixel_mean", preprocess.VGGFACE_MEAN_RGB)],
         "preprocessing": record["preprocessing"],
         "signature_name": SIGNATURE_NAME,
-        "artifacts": artifacts,
+        "artifacts": {},
+        "complete": False,
         "versions": _versions(),
     }
+
+
+def _write_signature(output: Path, signature: dict, artifacts: dict, complete: bool) -> dict:
+    """signature.json (atomically) listing `artifacts` in FORMATS order."""
+    signature = {**signature, "artifacts": {f: artifacts[f] for f in FORMATS if f in artifacts}, "complete": complete}
     atomic.write_text(output / SIGNATURE_FILE, json.dumps(signature, indent=2) + "\n")
-    log(f"{output / SIGNATURE_FILE}: {', '.join(artifacts)}")
-    return {**signature, "output": str(output)}
+    return signature
 
 
 def _read_signature(output: Path) -> dict | None:

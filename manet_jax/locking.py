@@ -25,6 +25,8 @@ class InUseError(OSError):
 def exclusive(directory, what: str = "workdir"):
     """Hold `<directory>/.lock` for the block; raises InUseError naming the holder at once."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"{directory} is a file, expected a folder (the {what})")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -45,3 +47,23 @@ def exclusive(directory, what: str = "workdir"):
         yield path
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def exclusive_folder(directory, what: str = "folder"):
+    """Hold an flock on the folder itself for the block (no lock file is left in it, for
+    folders whose listing is the product, like an export); raises InUseError at once when
+    another process holds it. The kernel releases it when the holder dies."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise InUseError(
+                f"{directory} is being written by another process (this {what} has one writer at a time)"
+            ) from None
+        yield Path(directory)
+    finally:
+        os.close(fd)

@@ -238,3 +238,71 @@ def test_class_names_come_from_the_record_never_from_files_around_it(tmp_path):
     assert export.class_names(fake_run("folder", class_names=names)) == list("gfedcba")  # the record wins
     with pytest.raises(ValueError, match="names 7 classes .* the model .* has 3 outputs"):
         export.class_names(SimpleNamespace(config=config, workdir=tmp_path, model=SimpleNamespace(num_classes=3)))
+
+
+def _listed_files_match_the_disk(out: Path) -> dict:
+    signature = json.loads((out / "signature.json").read_text())
+    for fmt, entry in signature["artifacts"].items():
+        path = out / entry["path"]
+        assert entry["bytes"] == export._size(path) and entry["sha256"] == export._sha256(path), fmt
+    return signature
+
+
+def test_the_signature_verifies_what_it_lists_and_leftovers_are_removed(exported, tmp_path, monkeypatch):
+    """Issue 28 (6): a stale model.tflite was listed with its old sha256 without a look at the
+    file; `.staging-*` / `.saved_model.old-*` of killed exports stayed; a killed export left
+    step-6 and step-8 artifacts side by side. Now every listed entry is the file on disk, the
+    leftovers go, and at any moment only one step's artifacts are there, as the signature says."""
+    variant, workdir, output, _ = exported
+    if variant != "manet":
+        pytest.skip("one variant is enough")
+    out = tmp_path / "serve"
+    shutil.copytree(output, out)  # all three formats of the best step
+    step = json.loads((out / "signature.json").read_text())["source"]["step"]
+    (out / ".staging-dead1234").mkdir()
+    (out / ".staging-dead1234" / "model.jax_exported").write_bytes(b"half")
+    (out / ".saved_model.old-abcd1234").mkdir()
+    (out / ".model.jax_exported.tmp-abcd1234").write_bytes(b"half")
+    with (out / "model.tflite").open("ab") as f:
+        f.write(b"\0")  # changed since it was listed
+    signature = export.export_run(workdir, "jax", output=out, log=lambda *_: None)
+    assert sorted(p.name for p in out.iterdir()) == ["model.jax_exported", "saved_model", "signature.json"]
+    assert list(signature["artifacts"]) == ["jax", "saved_model"] and signature["complete"] is True
+    assert _listed_files_match_the_disk(out) == {k: v for k, v in signature.items() if k != "output"}
+
+    # killed while the artifacts of another step go in: one step only, and the signature says so
+    other = 2 if step != 2 else 4
+    replace = export.atomic.replace_path
+
+    def killed_after_the_first(src, dst):  # (into the staging folder: as it is)
+        replace(src, dst)
+        if Path(dst).parent == out:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(export.atomic, "replace_path", killed_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_run(workdir, "jax,tflite", step=other, output=out, check=False, log=lambda *_: None)
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == ["model.jax_exported", "signature.json"]  # step `other`'s
+    killed = _listed_files_match_the_disk(out)
+    assert killed["source"]["step"] == other and not killed["complete"]  # the new jax is in, not yet listed
+    assert killed["artifacts"] == {}
+    export.export_run(workdir, "jax,tflite", step=other, output=out, check=False, log=lambda *_: None)
+    assert _listed_files_match_the_disk(out)["complete"] and not [p for p in out.iterdir() if p.name[0] == "."]
+
+
+def test_an_unknown_platform_is_refused_before_any_work(tmp_path):
+    """Issue 28 (9): --platforms=bogus failed only after the export (in jax.export)."""
+    with pytest.raises(ValueError, match=r"unknown export platform 'bogus' \(--platforms\): choose from cpu"):
+        export.export_run(tmp_path / "never_read", "jax", platforms=["cpu", "bogus"])
+    assert export.parse_platforms("cpu,cuda,cpu") == ("cpu", "cuda")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "export.py", f"--workdir={tmp_path / 'never_read'}", "--platforms=bogus"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 1 and "error: unknown export platform 'bogus'" in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and not (tmp_path / "never_read").exists()
