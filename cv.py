@@ -21,6 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from manet_jax import cli  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
 _ROOT = flags.DEFINE_string("root", None, "Root directory of the cross-validation runs.")
 _FOLDS = flags.DEFINE_string("folds", "1-10", "Folds to run: '1-10', '1,3,5', '2-4,7'.")
@@ -28,7 +30,7 @@ _VARIANTS = flags.DEFINE_list(
     "variants", ["manet", "vgg", "vgg_se"], "Model variants, in table order; 'hog_svm' is the classical baseline."
 )
 _EVAL_ONLY = flags.DEFINE_bool("eval_only", False, "Never train: (re-)evaluate every fold's checkpoint.")
-_STEP = flags.DEFINE_string("step", "latest", "Checkpoint per fold: 'latest' (the protocol), 'best' or a number.")
+_STEP = cli.define_step_flag("latest", "Checkpoint per fold: 'latest' (the protocol), 'best' or a number.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Evaluation batch size (default config.train.eval_batch_size).")
 _CACHE = flags.DEFINE_bool("compilation_cache", True, "Persistent XLA compilation cache in <root>/.jax_cache.")
 _JOBS = flags.DEFINE_integer(
@@ -54,12 +56,14 @@ def main(argv):
     if unknown:
         raise app.UsageError(f"unknown --variants {unknown}; choose from {known}")
     folds = crossval.parse_folds(_FOLDS.value)
+    if os.path.exists(_ROOT.value) and not os.path.isdir(_ROOT.value):
+        raise NotADirectoryError(f"--root={_ROOT.value} is a file, expected a folder")
     if _JOBS.value < 1:
         raise app.UsageError(f"--jobs must be >= 1, got {_JOBS.value}")
     print(f"cv.py: variants {_VARIANTS.value}, folds {folds}, on CPUs {cpus.usable()}", flush=True)
     if _CACHE.value:
         crossval.enable_compilation_cache(os.path.join(_ROOT.value, ".jax_cache"))
-    step = _STEP.value if _STEP.value in ("best", "latest") else int(_STEP.value)
+    step = cli.step_value(_STEP)
     if _JOBS.value > 1 and not _EVAL_ONLY.value:
         crossval.run_parallel(
             _CONFIG.value, _ROOT.value, folds, _VARIANTS.value, os.path.abspath(__file__), sys.argv[1:], _JOBS.value
@@ -81,6 +85,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from manet_jax import cli
-
     cli.run(main)

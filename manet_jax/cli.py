@@ -17,9 +17,11 @@ USER_ERRORS = (ValueError, OSError, FloatingPointError)
 NAMED_STEPS = ("best", "latest")
 
 
-def define_step_flag() -> flags.FlagHolder:
+def define_step_flag(
+    default: str = "best", help: str = "Checkpoint: 'best' (by eval_accuracy), 'latest' or a step number."
+) -> flags.FlagHolder:
     """--step, checked when the flags are parsed: 'best' (by eval_accuracy), 'latest' or a number."""
-    holder = flags.DEFINE_string("step", "best", "Checkpoint: 'best' (by eval_accuracy), 'latest' or a step number.")
+    holder = flags.DEFINE_string("step", default, help)
     flags.register_validator(
         "step", lambda v: v in NAMED_STEPS or v.isdigit(), message="--step must be 'best', 'latest' or a step number"
     )
@@ -50,9 +52,13 @@ def _verbose() -> bool:
 
 
 def _parse_flags(argv):
-    """absl's parser; a --config.<key> that the config does not have is named in one line."""
+    """absl's parser; a --config.<key> that the config does not have, and a syntax error in the
+    config file (its file and line), are named in one line."""
     try:
         return app.parse_flags_with_usage(argv)
+    except SyntaxError as err:  # in the --config file (ml_collections imports it while parsing)
+        code = f": {err.text.strip()}" if err.text and err.text.strip() else ""
+        sys.exit(f"error: {err.filename} line {err.lineno}: {err.msg}{code} (a syntax error in the config file)")
     except (AttributeError, KeyError) as err:
         key = str(err).strip("\"'")
         overrides = [a.lstrip("-").split("=")[0] for a in argv[1:] if a.startswith("--config.")]

@@ -106,8 +106,27 @@ def finished_result(config, workdir: Path) -> dict | None:
     path = workdir / RESULT_FILE
     if not path.is_file():
         return None
-    result = json.loads(path.read_text())
+    result = read_result(path)
     return result if result.get("total_steps") == total_steps(config) else None
+
+
+def read_result(path: Path) -> dict:
+    """A fold_result.json; one that is truncated or holds no fold result is a ValueError naming
+    it and saying how to re-run the fold."""
+    try:
+        result = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        problem = f"is not JSON ({err})"
+    else:
+        missing = (
+            [k for k in ("total_steps", "accuracy", "confusion_matrix") if k not in result]
+            if isinstance(result, dict)
+            else None
+        )
+        if missing == []:
+            return result
+        problem = f"holds {json.dumps(result)[:40]}" if missing is None else f"lacks {', '.join(missing)}"
+    raise ValueError(f"{path} {problem}, not a fold result (a damaged file?); delete it to re-run the fold")
 
 
 def run_fold(
@@ -367,7 +386,7 @@ def run_parallel(config, root, folds, variants, script: str, argv: Sequence[str]
     process dies in any way, SIGKILL included (Linux: prctl PR_SET_PDEATHSIG). Its workdir
     lock is an flock, which the kernel releases with the process: a rerun is never refused.
     """
-    from manet_jax import classical, limits
+    from manet_jax import classical, defaults, limits
     from manet_jax.data import datasets
 
     root = Path(root).absolute()
@@ -383,6 +402,8 @@ def run_parallel(config, root, folds, variants, script: str, argv: Sequence[str]
     for variant in dict.fromkeys(v for v, _ in todo):  # prepare the shared data once, before any worker
         first = next(f for v, f in todo if v == variant)
         cfg = fold_config(config, root, variant, first)
+        if problem := defaults.data_problem(cfg.data):  # e.g. a data_dir that is a file, named as such
+            raise ValueError(problem)
         train, test = datasets.load_splits(cfg, fold_workdir(root, variant, first), log=log)
         if variant != classical.VARIANT:  # steps and batch sizes refused here, not in every worker
             limits.check_training(cfg, len(train), len(test))
@@ -408,7 +429,7 @@ def run_parallel(config, root, folds, variants, script: str, argv: Sequence[str]
                         f"{variant} fold {fold}: FAILED (exit code {proc.returncode}) after {seconds:.0f}s; log {log_path}"
                     )
                     continue
-                result = json.loads((fold_workdir(root, variant, fold) / RESULT_FILE).read_text())
+                result = read_result(fold_workdir(root, variant, fold) / RESULT_FILE)
                 log(f"{variant} fold {fold}: accuracy {100 * result['accuracy']:.2f}% ({seconds:.0f}s)")
     finally:
         if running:

@@ -9,6 +9,8 @@ set (`data_set_keys`): `--config.data.raf_source` on a CK+ config is an unknown 
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from manet_jax.regions import DEFAULT_REGION_SIZES
@@ -53,6 +55,8 @@ def data_problem(data: ml_collections.ConfigDict) -> str | None:
             f"config.data.name={data.name!r} needs config.data.{', '.join(missing)}, which this config lacks: "
             f"start from a {data.name} config (configs/) or manet_jax.defaults.get_config({data.name!r})"
         )
+    if data.get("data_dir") and os.path.exists(data.data_dir) and not os.path.isdir(data.data_dir):
+        return f"config.data.data_dir={data.data_dir!r} is a file, expected the data set's folder"
     if "landmarks" in data_set_keys(data.name):
         if data.landmarks not in LANDMARK_MODES:
             return f"config.data.landmarks must be one of {LANDMARK_MODES}, got {data.landmarks!r}"

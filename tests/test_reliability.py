@@ -208,3 +208,54 @@ def test_batch_memory_is_estimated_and_ordinary_configs_pass():
     assert problem.startswith("config.train.eval_batch_size=100000000 needs at least") and "16.0 GiB" in problem
     tiny.model.variant, tiny.train.stage1_steps = "vgg", 10**12  # a baseline has no stage 1: not refused
     assert not any("stage1" in p for p in limits.training_problems(tiny, 40, 21))
+
+
+# ------------------------------------------------------------------ errors that name their culprit
+CV_CONFIG = """
+from configs import synthetic
+
+
+def get_config():
+    c = synthetic.get_config("tiny")
+    c.model.variant = "vgg"
+    c.data.num_test = 20
+    c.data.num_train_subjects, c.data.num_test_subjects = 8, 4
+    c.train.stage2_steps = 2
+    return c
+"""
+
+
+def test_errors_name_their_culprit_in_one_line(tmp_path):
+    """Finding 9: `cv.py --step=abc` ("invalid literal for int()"), a fold_result.json that
+    is truncated or holds [] (a traceback), a --workdir/--root or data_dir that is a file
+    ("File exists", "does not exist"), a config file with a syntax error (57 lines)."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    config = tmp_path / "tiny_cv.py"
+    config.write_text(CV_CONFIG)
+    cv = ["cv.py", f"--config={config}", "--variants=vgg", "--folds=1"]
+
+    out = run_tool(*cv, f"--root={tmp_path / 'cv'}", "--step=abc")
+    assert out.returncode == 1 and "--step must be 'best', 'latest' or a step number" in out.stderr
+    assert "Traceback" not in out.stderr and "invalid literal" not in out.stderr
+
+    result = tmp_path / "cv" / "vgg" / "fold_1" / "fold_result.json"
+    result.parent.mkdir(parents=True)
+    for damaged, words in [('{"variant": "vgg", "fo', "is not JSON"), ("[]", "holds []")]:
+        result.write_text(damaged)
+        out = run_tool(*cv, f"--root={tmp_path / 'cv'}")
+        one_line_error(out, str(result), words, "delete it to re-run the fold")
+
+    one_line_error(run_tool(*cv, f"--root={a_file}"), f"--root={a_file} is a file, expected a folder")
+    train = ["train.py", "--config=configs/synthetic.py:tiny"]
+    one_line_error(run_tool(*train, f"--workdir={a_file}"), f"{a_file} is a file, expected a folder")
+    folder = ["train.py", "--config=configs/folder.py", f"--workdir={tmp_path / 'run'}"]
+    line = one_line_error(run_tool(*folder, f"--config.data.data_dir={a_file}"), "config.data.data_dir=", "is a file")
+    assert "does not exist" not in line
+
+    broken = tmp_path / "broken_config.py"
+    broken.write_text("from configs import synthetic\n\n\ndef get_config(:\n    return synthetic.get_config()\n")
+    out = run_tool("train.py", f"--config={broken}", f"--workdir={tmp_path / 'run'}")
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+        f"error: {broken} line 4: invalid syntax: def get_config(: (a syntax error in the config file)"
+    ]
