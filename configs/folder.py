@@ -9,7 +9,12 @@ test fold; default 1) or <root>/train/<class>/... and <root>/test/<class>/... wi
 --config.data.fold=0. Any size, grey or colour: centre-cropped square and resized to
 model.input_size. There are no landmark files: every face gets the template's landmarks, so
 faces should be roughly aligned (eyes level, centred); --config.data.landmarks=detect finds
-each face's 68 points at preparation (dlib, the `faces` extra) and aligns with them instead. Subjects come from file names through
+each face's 68 points at preparation (dlib, the `faces` extra) and aligns with them instead,
+with the detector --config.data.detector names ('hog', the default: fast, frontal faces;
+'cnn': also tilted, covered and close-up faces, ~1 s a photo; 'none': the images are face
+crops, the points come from a detection inside each, else the template), in one worker
+process per usable CPU (--config.data.prepare_workers: 0 = that many, 1 = none; the same
+bytes either way; data/crop_landmarks.py). Subjects come from file names through
 config.data.subject_regex (CK+-style `S005_001_00000011.png` by default; '' = each image its
 own subject). Labels follow config.data.class_names, or the sorted folder names.
 

@@ -19,6 +19,9 @@ def get_config():
     config = defaults.get_config("rafdb")
     config.data.data_dir = ""  # your RAF-DB basic/ folder
     config.data.fold = 0  # the published split; 1..10 = CK+-style folds (every image its own subject)
+    # raf_source='aligned' with landmarks='detect': config.data.detector picks the face detector
+    # ('hog' default; 'cnn'; 'none': the crop is the face, points from HOG's or else the CNN's
+    # detection in it, else the template) and config.data.prepare_workers its processes (0: one per usable CPU)
     config.model.num_classes = 7
     config.train.stage1_steps = 20_000
     config.train.stage2_steps = 20_000

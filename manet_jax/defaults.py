@@ -19,6 +19,16 @@ DATA_SETS = ("synthetic", "ckplus", "rafdb", "folder")
 LANDMARK_MODES = ("template", "detect")  # config.data.landmarks (folder, rafdb): data/crop_landmarks.py
 
 
+_DETECT_KEYS = dict(  # with landmarks='detect' (folder, rafdb): data/crop_landmarks.py
+    # the face detector, faces.DETECTORS: 'hog' (fast; misses tilted, covered, close-up faces),
+    # 'cnn' (finds those; slower), 'none' (the whole image is the face: pre-cropped faces)
+    detector="hog",
+    # processes that detect: 0 = one per usable CPU (manet_jax/cpus.py; at most one per 16 images),
+    # 1 = this one; the same prepared bytes either way
+    prepare_workers=0,
+)
+
+
 def data_set_keys(data_set: str) -> dict:
     """config.data keys (with defaults) that only `data_set` has."""
     if data_set == "synthetic":  # drawn on first use (data/synthetic.py); subjects are disjoint
@@ -31,6 +41,7 @@ def data_set_keys(data_set: str) -> dict:
             raf_landmarks="manual5",  # 'manual5' | 'auto37' (also store the 37 automatic points)
             raf37_to_8=(),  # auto37: indices of the paper's 8 points among the 37 (order: see README)
             landmarks="template",  # raf_source='aligned': 'template' | 'detect' (data/crop_landmarks.py)
+            **_DETECT_KEYS,
         )
     if data_set == "folder":
         return dict(
@@ -39,6 +50,7 @@ def data_set_keys(data_set: str) -> dict:
             # 'template': centre square + the template's points for every face; 'detect': dlib finds
             # each face's 68 points at preparation and aligns with them (data/crop_landmarks.py)
             landmarks="template",
+            **_DETECT_KEYS,
         )
     if data_set == "ckplus":
         return {}
@@ -60,6 +72,15 @@ def data_problem(data: ml_collections.ConfigDict) -> str | None:
     if "landmarks" in data_set_keys(data.name):
         if data.landmarks not in LANDMARK_MODES:
             return f"config.data.landmarks must be one of {LANDMARK_MODES}, got {data.landmarks!r}"
+        from manet_jax import faces  # numpy, no dlib
+
+        if data.detector not in faces.DETECTORS:
+            return f"config.data.detector must be one of {faces.DETECTORS}, got {data.detector!r}"
+        if type(data.prepare_workers) is not int or data.prepare_workers < 0:
+            return (
+                f"config.data.prepare_workers must be 0 (one process per usable CPU) or a number of processes, "
+                f"got {data.prepare_workers!r}"
+            )
         if (
             data.name == "rafdb"
             and data.landmarks == "detect"

@@ -4,6 +4,8 @@ scikit-image's astronaut() (shifted, scaled, mirrored, rotated, grey), plus imag
 face, in the real <root>/train|test/<class>/<image> layout; nothing is downloaded."""
 
 import math
+import re
+import shutil
 import sys
 
 import fixtures
@@ -14,8 +16,8 @@ from skimage import data
 
 from configs import folder as folder_config
 from configs import raf as raf_config
-from manet_jax import faces, regions, training
-from manet_jax.data import align, crop_landmarks, datasets, prepared
+from manet_jax import cpus, faces, regions, training
+from manet_jax.data import align, crop_landmarks, datasets, image_folder, prepared
 
 SIZE = 224
 F = (223, 127)  # the astronaut's face centre in data.astronaut() (512 x 512), (x, y)
@@ -260,6 +262,7 @@ def test_rafdb_aligned_crops_with_detect(tmp_path, detector):
         cfg.model.input_size = SIZE
         cfg.data.data_dir, cfg.data.cache_dir = str(base), str(tmp_path / "cache")
         cfg.data.raf_source, cfg.data.landmarks = "aligned", mode
+        cfg.data.prepare_workers = 2  # 'detect': RAF-DB's examples from worker processes too
         lines = []
         splits[mode] = (datasets.load_splits(cfg, tmp_path, log=lines.append), lines)
     (t_train, t_test), _ = splits["template"]
@@ -287,3 +290,127 @@ def test_rafdb_aligned_crops_with_detect(tmp_path, detector):
             np.testing.assert_array_equal(d_split.landmarks[i], t_split.landmarks[i])
     assert sum("landmarks: detected in" in line for line in lines) == 2
     assert isinstance(prepared.fingerprint(d_train), str)
+
+
+# config.data.detector and the worker processes (config.data.prepare_workers).
+
+SMALL = {("train", "happy"): "centred", ("train", "neutral"): "blank", ("test", "happy"): "shifted2"}
+SMALL[("test", "neutral")] = "small"
+
+
+@pytest.fixture(scope="module")
+def small_tree(tmp_path_factory):
+    """Four images (three faces, one blank) in root/train|test/<class>/; {kind: path}."""
+    root = tmp_path_factory.mktemp("small") / "faces"
+    images, paths = _face_images(), {}
+    for subject, ((split, label), kind) in enumerate(SMALL.items(), 1):
+        (root / split / label).mkdir(parents=True)
+        paths[kind] = root / split / label / f"S{subject:03d}_001_00000001.png"
+        Image.fromarray(images[kind]).save(paths[kind])
+    return root, paths
+
+
+def _prepare(root, cache, detector="hog", workers=0, landmarks="detect"):
+    cfg = _config(root, cache, landmarks)
+    cfg.data.detector, cfg.data.prepare_workers = detector, workers
+    lines = []
+    return datasets.load_splits(cfg, cache, log=lines.append), lines
+
+
+def test_hog_keeps_its_cache_key_and_each_detector_names_its_own():
+    """(That each detector's describe() is the written-out one, which opens a cache without
+    dlib, crop_landmarks.make_detector checks at every preparation: the next test makes all three.)"""
+    # the key of every 'detect' cache prepared before there were other detectors
+    hog = "dlib HOG frontal face detector, upsample 0, threshold 0; shape_predictor_68_face_landmarks"
+    assert crop_landmarks.detector_key("hog") == hog and crop_landmarks.detector_tag("hog") == ""
+    assert len({crop_landmarks.detector_key(n) for n in faces.DETECTORS}) == 3
+    spec, raf = align.AlignSpec(SIZE), dict(raf_source="aligned", raf_landmarks="manual5")
+    assert datasets.cache_name(spec, "detect", "hog", **raf) == datasets.cache_name(spec, "template", **raf) + "_detect"
+    cnn = datasets.cache_name(spec, "detect", "cnn", **raf)
+    assert cnn.startswith(datasets.cache_name(spec, "detect", **raf) + "-cnn-")
+    assert datasets.cache_name(spec, "template", "cnn", **raf) == datasets.cache_name(spec, **raf)
+
+
+def test_a_detector_that_no_longer_matches_its_cache_key_is_refused(monkeypatch):
+    changed = {**crop_landmarks.DETECTOR_DESCRIPTIONS["hog"], "upsample": 1}
+    monkeypatch.setitem(crop_landmarks.DETECTOR_DESCRIPTIONS, "hog", changed)
+    with pytest.raises(RuntimeError, match=r"update crop_landmarks.DETECTOR_DESCRIPTIONS"):
+        crop_landmarks.make_detector("detect", "hog")
+
+
+def test_an_error_that_does_not_name_its_file_is_given_the_name(tmp_path):
+    def load(record, detector):
+        raise KeyError("no such thing")
+
+    record = image_folder.Record(tmp_path / "a.png", 0, "S001", "happy/a.png")
+    with crop_landmarks.ExampleLoader(load) as loader, pytest.raises(KeyError, match=re.escape(str(record.image))):
+        list(loader.map([(record,)]))
+
+
+def test_config_data_detector_picks_the_detector_and_names_its_cache(small_tree, tmp_path):
+    root, paths = small_tree
+    runs = {name: _prepare(root, tmp_path, name) for name in faces.DETECTORS}
+    folders = {name: train.path.parent for name, ((train, _), _) in runs.items()}
+    assert len(set(folders.values())) == 3  # one cache per detector, side by side
+    for name, ((train, test), _) in runs.items():
+        for split in (train, test):
+            info = split.info["landmark_detection"]
+            assert info["detector"] == crop_landmarks.detector_description(name) and info["detector"]["name"] == name
+        assert train.info["landmark_detection"]["fallback_names"] == ["neutral/S002_001_00000001.png"]  # blank
+        assert test.info["landmark_detection"]["fallback"] == 0, name  # 'small': found enlarged
+    # 'none': the whole image is the face; a blank one gets the template's points, exactly as 'template' prepares it
+    (train, _), _ = runs["none"]
+    blank = [str(n) for n in train.name].index("neutral/S002_001_00000001.png")
+    np.testing.assert_array_equal(train.image[blank], align.center_square(align.load_image(paths["blank"]), SIZE))
+    np.testing.assert_array_equal(train.landmarks[blank], align.template_68(SIZE).astype(np.float32))
+    # the detector's cache is found again; the other detectors' are not reused
+    again, lines = _prepare(root, tmp_path, "cnn")
+    assert again[0].path == runs["cnn"][0][0].path and not any("prepared" in line for line in lines)
+
+
+def test_an_unknown_detector_or_worker_setting_names_the_key(small_tree, tmp_path):
+    root, _ = small_tree
+    cfg = _config(root, tmp_path, "detect")
+    cfg.data.detector = "dlib"
+    for call in (lambda: training.validate_config(cfg), lambda: datasets.load_splits(cfg, tmp_path)):
+        with pytest.raises(
+            ValueError, match=r"config.data.detector must be one of \('hog', 'cnn', 'none'\), got 'dlib'"
+        ):
+            call()
+    with pytest.raises(ValueError, match=r"config.data.detector must be one of"):
+        crop_landmarks.make_detector("detect", "dlib")
+    cfg.data.detector, cfg.data.prepare_workers = "hog", -1
+    with pytest.raises(ValueError, match=r"config.data.prepare_workers must be 0"):
+        training.validate_config(cfg)
+    assert "detector" not in __import__("configs.ck", fromlist=["x"]).get_config().data
+
+
+def test_worker_processes_prepare_the_same_bytes_as_one_process(tree, tmp_path):
+    root, _ = tree
+    (serial, _), serial_lines = _prepare(root, tmp_path / "serial", workers=1)
+    (parallel, _), lines = _prepare(root, tmp_path / "parallel", workers=2)
+    assert any("in 2 worker processes" in line for line in lines)
+    assert not any("worker processes" in line for line in serial_lines)
+    per = crop_landmarks.MIN_PER_WORKER
+    assert crop_landmarks.worker_count(0, 4 * per) == min(len(cpus.usable()), 4)  # auto: <= one per `per` images
+    assert crop_landmarks.worker_count(0, per) == 1 and crop_landmarks.worker_count(4, 64, "template") == 1
+    assert crop_landmarks.worker_count(3, 2) == 2 and crop_landmarks.worker_count(1, 64) == 1
+    for split in ("train", "test"):
+        a, b = serial.path.parent / split, parallel.path.parent / split
+        files = sorted(p.name for p in a.iterdir())
+        assert files == sorted(p.name for p in b.iterdir()) and "landmarks.npy" in files
+        for name in files:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), (split, name)
+
+
+def test_a_file_that_does_not_decode_in_a_worker_is_named_and_nothing_is_left(small_tree, tmp_path):
+    src, _ = small_tree
+    root = tmp_path / "faces"
+    shutil.copytree(src, root)
+    bad = root / "train" / "happy" / "S009_001_00000001.png"
+    bad.write_bytes(b"not a png")
+    cache = tmp_path / "cache"
+    with pytest.raises(align.ImageDecodeError, match=re.escape(str(bad)) + ": cannot decode image"):
+        _prepare(root, cache, workers=2)
+    prepared_dir = next((cache / "prepared" / "folder").iterdir())
+    assert [p.name for p in prepared_dir.iterdir()] == ["report.txt"]  # no split, no half-written temporary

@@ -120,9 +120,10 @@ def raf_options(data) -> dict:
     return raf
 
 
-def cache_name(spec: align.AlignSpec, landmarks: str = "template", **raf) -> str:
+def cache_name(spec: align.AlignSpec, landmarks: str = "template", detector: str = "hog", **raf) -> str:
     """A name that spells out every preparation setting: one cache folder per setting
-    (landmarks='detect' adds '_detect'; the default names the caches it always did)."""
+    (landmarks='detect' adds '_detect', and a detector other than 'hog' its name and a digest
+    of its settings, crop_landmarks.detector_tag; the default names the caches it always did)."""
     box = "_".join(f"{round(v * 100):d}" for v in spec.face_box)
     name = f"s{spec.size}_{spec.transform}_{spec.points}_box{box}"
     if raf:
@@ -131,6 +132,8 @@ def cache_name(spec: align.AlignSpec, landmarks: str = "template", **raf) -> str
             name += "_map" + "-".join(str(int(i)) for i in raf["raf37_to_8"])
     if landmarks != "template":
         name += f"_{landmarks}"
+    if landmarks == "detect":
+        name += crop_landmarks.detector_tag(detector)
     return name
 
 
@@ -179,56 +182,59 @@ def _annotated(config, root: Path, log):
         num_landmarks, scheme = rafdb.landmark_layout(d.raf_source, d.raf_landmarks, d.landmarks)
         class_names = rafdb.CLASS_NAMES
     landmarks = d.get("landmarks", "template")  # CK+ has its own
-    folder = root / "prepared" / d.name / cache_name(spec, landmarks, **raf)
+    detector_name = d.get("detector", crop_landmarks.DEFAULT_DETECTOR)
+    folder = root / "prepared" / d.name / cache_name(spec, landmarks, detector_name, **raf)
     paths = {s: folder / s for s in split_names}
     if not all(prepared.is_prepared(p) for p in paths.values()):
         start = time.time()
         log(f"preparing {d.name} from {source} (aligning to {spec.size}x{spec.size}; once) ...")
         if d.name == "ckplus":
             by_split = {"train": ckplus.records(source)}
-            load = functools.partial(ckplus.load_example, spec=spec)
+            load = functools.partial(_no_detector, functools.partial(ckplus.load_example, spec=spec))
         else:
             records = rafdb.records(source, d.raf_source, d.raf_landmarks)
             by_split = {s: [r for r in records if r.split == s] for s in split_names}
-            detector = crop_landmarks.make_detector(landmarks)  # once per preparation
             load = functools.partial(
-                rafdb.load_example,
-                spec=spec,
-                landmark_set=d.raf_landmarks,
-                raf37_to_8=raf["raf37_to_8"],
-                detector=detector,
+                rafdb.load_example, spec=spec, landmark_set=d.raf_landmarks, raf37_to_8=raf["raf37_to_8"]
             )
-        for split, path in paths.items():
-            if prepared.is_prepared(path):
-                continue
-            records = by_split[split]
-            info = {
-                "class_names": list(class_names),
-                "source": d.name,
-                "source_dir": str(source),
-                "landmark_scheme": scheme,
-                "align": spec.describe(),
-                "split": split,
-                **raf,
-                **({"landmarks": landmarks} if landmarks != "template" else {}),
-            }
-            _write_split(
-                path,
-                map(load, records),
-                len(records),
-                spec,
-                num_landmarks,
-                info,
-                name_length=max(len(r.name) for r in records) + 1,
-                tally=None if landmarks == "template" else crop_landmarks.DetectionTally(detector),
-                log=log,
-            )
+        # 'detect': the detector is made once per preparation (once per worker process)
+        with crop_landmarks.ExampleLoader(load, landmarks, detector_name, d.get("prepare_workers", 0), log) as loader:
+            for split, path in paths.items():
+                if prepared.is_prepared(path):
+                    continue
+                records = by_split[split]
+                info = {
+                    "class_names": list(class_names),
+                    "source": d.name,
+                    "source_dir": str(source),
+                    "landmark_scheme": scheme,
+                    "align": spec.describe(),
+                    "split": split,
+                    **raf,
+                    **({"landmarks": landmarks} if landmarks != "template" else {}),
+                }
+                _write_split(
+                    path,
+                    loader.map((r,) for r in records),
+                    len(records),
+                    spec,
+                    num_landmarks,
+                    info,
+                    name_length=max(len(r.name) for r in records) + 1,
+                    tally=None if landmarks == "template" else crop_landmarks.DetectionTally(loader.description),
+                    log=log,
+                )
         log(f"prepared {d.name} in {time.time() - start:.1f}s -> {folder}")
     splits = {s: prepared.read_split(p) for s, p in paths.items()}
     recorded = splits[split_names[0]].info.get("source_dir")
     if recorded and recorded != str(source):
         log(f"note: {folder} was prepared from {recorded}, not {source}; delete it to re-prepare")
     return splits["train"], splits.get("test")
+
+
+def _no_detector(load, *args, detector=None):
+    """load(*args) for an ExampleLoader: a data set whose landmarks come from its files (CK+)."""
+    return load(*args)
 
 
 def _report_suspicious_files(cache: Path, find_notes, log) -> None:
@@ -269,6 +275,7 @@ def _folder(config, root: Path, log):
     all_subjects = [r.subject for rs in recs.values() for r in rs]
     ids = image_folder.subject_ids(all_subjects)
     detect = d.landmarks == "detect"
+    detector_name = d.get("detector", crop_landmarks.DEFAULT_DETECTOR)
     digest = hashlib.sha1(
         json.dumps(
             {
@@ -278,7 +285,10 @@ def _folder(config, root: Path, log):
                 "align": spec.describe(),
                 "exif_orientation": True,  # photos are turned upright (align.load_image); older caches were not
                 # 'template' adds nothing, so the caches prepared before the key existed stay valid
-                **({"landmarks": d.landmarks, "detector": crop_landmarks.DETECTOR_KEY} if detect else {}),
+                # the detector's name and settings; 'hog' keeps the key it had before there were others
+                **(
+                    {"landmarks": d.landmarks, "detector": crop_landmarks.detector_key(detector_name)} if detect else {}
+                ),
                 "files": [
                     (r.name, st.st_size, st.st_mtime_ns) for rs in recs.values() for r in rs for st in [r.image.stat()]
                 ],
@@ -288,38 +298,38 @@ def _folder(config, root: Path, log):
     ).hexdigest()[:12]
     cache = root / "prepared" / "folder" / f"{source.name}-{digest}"
     _report_suspicious_files(cache, lambda: image_folder.suspicious_files(split_dirs, class_names, recs), log)
-    out, offset, detector = {}, 0, None
-    for split, rs in recs.items():
-        path = cache / split
-        split_ids = ids[offset : offset + len(rs)]
-        offset += len(rs)
-        if not prepared.is_prepared(path):
-            start = time.time()
-            if detect and detector is None:
-                detector = crop_landmarks.make_detector("detect")  # once per preparation
-            info = {
-                "class_names": list(class_names),
-                "source": "folder",
-                "source_dir": str(source),
-                "landmark_scheme": "ibug68" if detect else "template",  # a fallback's template points: iBUG order
-                "align": spec.describe(),
-                "subject_regex": d.subject_regex,
-                **({"landmarks": "detect"} if detect else {}),
-            }
-            examples = (image_folder.load_example(r, int(sid), spec, detector) for r, sid in zip(rs, split_ids))
-            _write_split(
-                path,
-                examples,
-                len(rs),
-                spec,
-                68,
-                info,
-                name_length=max(len(r.name) for r in rs) + 1,
-                tally=crop_landmarks.DetectionTally(detector) if detect else None,
-                log=log,
-            )
-            log(f"prepared {len(rs)} images of {source} ({split}) in {time.time() - start:.1f}s -> {path}")
-        out[split] = prepared.read_split(path)
+    out, offset = {}, 0
+    load = functools.partial(image_folder.load_example, spec=spec)
+    # 'detect': the detector is made once per preparation (once per worker process)
+    with crop_landmarks.ExampleLoader(load, d.landmarks, detector_name, d.get("prepare_workers", 0), log) as loader:
+        for split, rs in recs.items():
+            path = cache / split
+            split_ids = ids[offset : offset + len(rs)]
+            offset += len(rs)
+            if not prepared.is_prepared(path):
+                start = time.time()
+                info = {
+                    "class_names": list(class_names),
+                    "source": "folder",
+                    "source_dir": str(source),
+                    "landmark_scheme": "ibug68" if detect else "template",  # a fallback's template points: iBUG order
+                    "align": spec.describe(),
+                    "subject_regex": d.subject_regex,
+                    **({"landmarks": "detect"} if detect else {}),
+                }
+                _write_split(
+                    path,
+                    loader.map((r, int(sid)) for r, sid in zip(rs, split_ids)),
+                    len(rs),
+                    spec,
+                    68,
+                    info,
+                    name_length=max(len(r.name) for r in rs) + 1,
+                    tally=crop_landmarks.DetectionTally(loader.description) if detect else None,
+                    log=log,
+                )
+                log(f"prepared {len(rs)} images of {source} ({split}) in {time.time() - start:.1f}s -> {path}")
+            out[split] = prepared.read_split(path)
     if "all" in out:
         return out["all"], None
     return out["train"], out["test"]

@@ -6,8 +6,9 @@
 Images of any size, grey or colour, are centre-cropped to a square and resized; every image
 gets the template's landmarks (the faces are assumed roughly aligned, so the RASnet target
 masks sit where the template puts the eyes, nose and mouth). With config.data.landmarks='detect'
-a face detector finds each image's face and 68 points at preparation time and the image is
-aligned with them instead; images without a detected face keep the template path
+a face detector (config.data.detector: 'hog', 'cnn' or 'none') finds each image's face and
+68 points at preparation time, in worker processes (config.data.prepare_workers), and the
+image is aligned with them instead; images without a detected face keep the template path
 (data/crop_landmarks.py). A regular expression on the file
 name gives the subject id, so person-independent folds work here too; its default matches
 CK+-style names (`S005_001_00000011.png` -> subject S005). Set config.data.subject_regex=''

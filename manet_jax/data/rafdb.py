@@ -13,7 +13,9 @@ Source 'original' (default) aligns every image to our template with its 5 manual
 `align.eight_points` documents. Source 'aligned' takes the authors' 100x100 crops, resized,
 with the template's 8 points (the authors' alignment template is not published).
 `config.data.landmarks='detect'` (only with 'aligned' and 'manual5') runs the face detector
-on the crops instead and aligns them with the detected 68 points (data/crop_landmarks.py).
+(`config.data.detector`; 'none': the crop is the face, and where HOG finds none in it the
+CNN detector looks too) on the crops instead
+and aligns them with the detected 68 points (data/crop_landmarks.py).
 `config.data.raf_landmarks='auto37'` also stores the 37 automatic points (transformed into
 the crop) and, given `config.data.raf37_to_8` (eight indices into them), takes the 8 points
 from there; the 37 points' order is only documented by a figure in the data set's README.
