@@ -138,6 +138,16 @@ def remove_partial(step_dir) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def remove_unfinished(step_dir) -> None:
+    """What a save cut short (a lost process) left of ``step_dir``: orbax's tmp folders, and the
+    step itself unless its manifest is in (the manifest is written last, once the step is whole)."""
+    step_dir = os.fspath(step_dir)
+    for path in glob.glob(glob.escape(step_dir) + ".orbax-checkpoint-tmp*"):
+        shutil.rmtree(path, ignore_errors=True)
+    if os.path.isdir(step_dir) and not os.path.exists(os.path.join(step_dir, MANIFEST)):
+        shutil.rmtree(step_dir, ignore_errors=True)
+
+
 def no_space_error(directory, step: int, kept: list[int]) -> OSError:
     free = shutil.disk_usage(directory).free / 1e6
     return OSError(

@@ -3,6 +3,9 @@
 A step is ``<directory>/<step>/{state, meta, metrics}``, renamed from a tmp directory once
 complete, so a killed or failed save (a full disk: one OSError) never becomes a step nor touches
 older ones; saves are synchronous and end with the step's sha256 manifest (checkpoint_files).
+Several processes (manet_jax/distributed.py) all take part in every save and restore (a step
+saved by N processes restores in M); process 0 alone writes the manifest, once every process
+has finished the step, and moves damaged steps aside.
 Every restore verifies its step first (a damaged one is refused in one line; ``newest_intact``
 finds the one to fall back to). Retention is orbax's ``LatestN(max_to_keep)`` plus ``BestN(n=1)``
 over the saves that carry ``best_metric``: the others (stage 1 has no accuracy) carry no metrics.
@@ -27,7 +30,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
-from manet_jax import checkpoint_files, param_match
+from manet_jax import checkpoint_files, distributed, param_match
 from manet_jax.checkpoint_files import DamagedCheckpointError
 
 __all__ = ["CheckpointMismatchError", "Checkpoints", "DamagedCheckpointError", "restore_params"]
@@ -174,15 +177,22 @@ class Checkpoints:
         ranked = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         args = ocp.args.Composite(**{STATE: ocp.args.StandardSave(state), META: ocp.args.JsonSave(meta)})
         kwargs = dict(metrics=metrics if ranked else None, force=force, custom_metadata=checkpoint_files.ANNOUNCE)
-        try:
-            with _quiet_orbax():
-                saved = self._mngr.save(step, args=args, **kwargs)
-            if saved and jax.process_index() == 0:  # last: the manifest vouches for a finished step
-                checkpoint_files.write_manifest(self._step_dir(step))
+        step_dir = self._step_dir(step)
+        try:  # a process lost meanwhile: process 0 removes what there is of the step before it stops
+            with distributed.cleanup_if_lost(lambda: checkpoint_files.remove_unfinished(step_dir)):
+                with _quiet_orbax():
+                    saved = self._mngr.save(step, args=args, **kwargs)
+                # last: the manifest vouches for a step finished on every process (orbax's save ends
+                # with a barrier), written by process 0 alone; nobody goes on before it is there
+                distributed.barrier(f"checkpoint {step} saved")
+                if saved and jax.process_index() == 0:
+                    checkpoint_files.write_manifest(step_dir)
+                distributed.barrier(f"checkpoint {step} manifest")
         except Exception as err:
             if not checkpoint_files.no_space(err):
                 raise
-            checkpoint_files.remove_partial(self._step_dir(step))
+            if jax.process_index() == 0:
+                checkpoint_files.remove_partial(step_dir)
             self._forget(step)
             raise checkpoint_files.no_space_error(self.directory, step, self.all_steps()) from None
         return bool(saved)
@@ -209,7 +219,12 @@ class Checkpoints:
 
     def set_aside(self, step: int):
         """Rename a damaged ``step`` to ``<step>.damaged`` (out of orbax's sight); its new path."""
-        moved = checkpoint_files.set_aside(self._step_dir(step))
+        distributed.barrier(f"set aside {step}")  # every process has chosen its step before any moves
+        if jax.process_index() == 0:
+            moved = checkpoint_files.set_aside(self._step_dir(step))
+        else:
+            moved = epath.Path(self._step_dir(step) + ".damaged")  # as process 0 names it (a first copy)
+        distributed.barrier(f"set aside {step} done")
         self._forget(step)
         return moved
 

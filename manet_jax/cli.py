@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 from absl import app, flags
 
+from manet_jax import distributed
+
 USER_ERRORS = (ValueError, OSError, FloatingPointError)
 NAMED_STEPS = ("best", "latest")
 
@@ -38,11 +40,14 @@ def run(main: Callable) -> None:
 
     def guarded(argv):
         try:
-            return main(argv)
-        except USER_ERRORS as err:
-            if _verbose():
+            result = main(argv)
+        except BaseException as err:
+            distributed.on_error(err)  # one of several processes: a lost peer is named instead (exit 75)
+            if not isinstance(err, USER_ERRORS) or _verbose():
                 raise
             sys.exit(f"error: {err}\n(--verbosity=1 shows the traceback)")
+        distributed.finish()  # one of several processes: the last barrier, then leave in order
+        return result
 
     app.run(guarded, flags_parser=_parse_flags)
 

@@ -9,7 +9,9 @@ Global steps run across both stages: stage 1 is steps 1..S1 and stage 2 S1+1..S1
 for the baselines). The state is a plain dict {'params', 'opt_state', 'step', 'rng'} (raw
 key data, no key objects), checkpointed with orbax; re-running the same command resumes.
 Data parallel: one jit over a 1-D mesh ('data'); batches are sharded along it, parameters
-replicated.
+replicated. Multi-process (manet_jax/distributed.py): every process builds only its slice of each
+global batch, whose examples depend on (seed, step) alone, not on the process count; process 0
+prepares the data and writes the workdir's files, all take part in checkpoints.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from manet_jax import atomic, defaults, limits, locking, regions, run_record
+from manet_jax import atomic, defaults, distributed, limits, locking, regions, run_record
 from manet_jax.checkpoints import Checkpoints, DamagedCheckpointError
 from manet_jax.data import datasets, pipeline, prepared
 from manet_jax.evaluation import check_fingerprint, evaluate, mask_errors
@@ -362,6 +364,14 @@ def config_problems(config):
             yield f"config.data.augment.{key} must be >= 0, got {value}"
 
 
+def data_devices() -> list:
+    """The 'data' axis: every device, each process's devices side by side in process order, so
+    that process p's slice of a global batch (pipeline.process_share) lands on its own devices."""
+    if jax.process_count() == 1:
+        return jax.devices()
+    return sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+
+
 def _place(batch: dict, sharding) -> dict:
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
@@ -396,7 +406,9 @@ def train_stages(config: ml_collections.ConfigDict, workdir: Path) -> dict:
     t = config.train
 
     # ------------------------------------------------------------------- data
-    train_split, test_split = datasets.load_splits(config, workdir, log=log)
+    train_split, test_split = distributed.main_first(  # process 0 prepares, the others then open it
+        lambda prepare: datasets.load_splits(config, workdir, log=log, prepare=prepare), "prepare the data"
+    )
     check_data_fits_model(config, train_split)
     limits.check_training(config, len(train_split), len(test_split))  # steps, batch sizes: before any work
     fingerprints = {
@@ -410,7 +422,7 @@ def train_stages(config: ml_collections.ConfigDict, workdir: Path) -> dict:
 
     # ------------------------------------------------------------------- model, mesh, schedule
     model = build_model(config.model)
-    mesh = Mesh(np.asarray(jax.devices()), ("data",))
+    mesh = Mesh(np.asarray(data_devices()), ("data",))
     replicated, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     bounds = stage_bounds(config)
     meta = {"variant": config.model.variant, "config": json.loads(config.to_json_best_effort())}

@@ -33,18 +33,24 @@ def cache_root(config, workdir) -> Path:
     return Path(config.data.cache_dir).expanduser() if config.data.cache_dir else Path(workdir) / "data"
 
 
-def load_splits(config, workdir, log=print) -> tuple[prepared.PreparedSplit, prepared.PreparedSplit]:
-    """(train, test) prepared splits for config.data, preparing them on first use."""
+def load_splits(
+    config, workdir, log=print, prepare: bool = True
+) -> tuple[prepared.PreparedSplit, prepared.PreparedSplit]:
+    """(train, test) prepared splits for config.data, preparing them on first use.
+
+    prepare=False only opens them (the processes of a multi-process run other than process 0,
+    once process 0 has prepared them): FileNotFoundError when they are not there.
+    """
     if problem := defaults.data_problem(config.data):
         raise ValueError(problem)
     name = config.data.name
     root = cache_root(config, workdir)
     if name == "synthetic":
-        train, test = _synthetic(config, root, log)
+        train, test = _synthetic(config, root, log, prepare)
     elif name in ("ckplus", "rafdb"):
-        train, test = _annotated(config, root, log)
+        train, test = _annotated(config, root, log, prepare)
     else:  # folder (data_problem knows the names)
-        train, test = _folder(config, root, log)
+        train, test = _folder(config, root, log, prepare)
     return apply_fold(train, test, config.data.fold, log, name)
 
 
@@ -68,7 +74,15 @@ def apply_fold(
     return pooled.subset(train_idx), pooled.subset(test_idx)
 
 
-def _synthetic(config, root: Path, log) -> tuple[prepared.PreparedSplit, prepared.PreparedSplit]:
+def _not_shared(path) -> FileNotFoundError:
+    """Process 0 prepared the data, yet this process does not see it: the folder is not shared."""
+    return FileNotFoundError(
+        f"{path} is not prepared, though process 0 prepared it: every process must see the same "
+        "config.data.cache_dir (default <workdir>/data), e.g. on NFS, Filestore or GCS FUSE (docs/multihost.md)"
+    )
+
+
+def _synthetic(config, root: Path, log, prepare: bool = True) -> tuple[prepared.PreparedSplit, prepared.PreparedSplit]:
     from manet_jax.data import synthetic
 
     d, size = config.data, config.model.input_size
@@ -91,6 +105,8 @@ def _synthetic(config, root: Path, log) -> tuple[prepared.PreparedSplit, prepare
     for split, spec in specs.items():
         path = folder / split
         if not prepared.is_prepared(path):
+            if not prepare:
+                raise _not_shared(path)
             start = time.time()
             arrays = synthetic.generate_split(image_size=size, **spec)
             prepared.write_split(
@@ -160,7 +176,7 @@ def _write_split(
         writer.commit()
 
 
-def _annotated(config, root: Path, log):
+def _annotated(config, root: Path, log, prepare: bool = True):
     """CK+ / RAF-DB: the user's files (layout checked every time) -> aligned crops, once.
 
     The records are read, decoded and aligned straight into memory-mappable arrays, in the
@@ -186,6 +202,8 @@ def _annotated(config, root: Path, log):
     folder = root / "prepared" / d.name / cache_name(spec, landmarks, detector_name, **raf)
     paths = {s: folder / s for s in split_names}
     if not all(prepared.is_prepared(p) for p in paths.values()):
+        if not prepare:
+            raise _not_shared(folder)
         start = time.time()
         log(f"preparing {d.name} from {source} (aligning to {spec.size}x{spec.size}; once) ...")
         if d.name == "ckplus":
@@ -237,7 +255,7 @@ def _no_detector(load, *args, detector=None):
     return load(*args)
 
 
-def _report_suspicious_files(cache: Path, find_notes, log) -> None:
+def _report_suspicious_files(cache: Path, find_notes, log, prepare: bool = True) -> None:
     """Count the skipped and suspicious files by reason, list them in <cache>/report.txt (found
     once per cache: its name already depends on every file's name, size and time)."""
     from collections import Counter
@@ -247,6 +265,8 @@ def _report_suspicious_files(cache: Path, find_notes, log) -> None:
     report = cache / "report.txt"
     if report.is_file():
         notes = [tuple(reversed(line.split("\t", 1))) for line in report.read_text().splitlines() if line]
+    elif not prepare:
+        raise _not_shared(report)
     else:
         notes = find_notes()
         write_text_atomic(report, "".join(f"{reason}\t{path}\n" for path, reason in notes))
@@ -259,7 +279,7 @@ def _report_suspicious_files(cache: Path, find_notes, log) -> None:
     )
 
 
-def _folder(config, root: Path, log):
+def _folder(config, root: Path, log, prepare: bool = True):
     """Class-per-folder images -> prepared arrays (cached per folder content and settings)."""
     from manet_jax.data import image_folder
 
@@ -297,7 +317,7 @@ def _folder(config, root: Path, log):
         ).encode()
     ).hexdigest()[:12]
     cache = root / "prepared" / "folder" / f"{source.name}-{digest}"
-    _report_suspicious_files(cache, lambda: image_folder.suspicious_files(split_dirs, class_names, recs), log)
+    _report_suspicious_files(cache, lambda: image_folder.suspicious_files(split_dirs, class_names, recs), log, prepare)
     out, offset = {}, 0
     load = functools.partial(image_folder.load_example, spec=spec)
     # 'detect': the detector is made once per preparation (once per worker process)
@@ -307,6 +327,8 @@ def _folder(config, root: Path, log):
             split_ids = ids[offset : offset + len(rs)]
             offset += len(rs)
             if not prepared.is_prepared(path):
+                if not prepare:
+                    raise _not_shared(path)
                 start = time.time()
                 info = {
                     "class_names": list(class_names),
