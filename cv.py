@@ -11,6 +11,8 @@ classical HOG + linear SVM baseline, fitted in seconds, to the same table), eval
 its last checkpoint and writes <root>/cv_summary.json and cv_summary.md. Re-running the
 same command skips finished folds. --jobs=N trains N folds at once in worker processes,
 each pinned to its share of the CPUs (logs in <fold>/cv.log). See docs/evaluation.md.
+With train.py's multi-process flags (docs/multihost.md) every process trains each fold in turn
+together (--jobs=1); process 0 writes the results and the summary.
 """
 
 import os
@@ -21,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from manet_jax import cli  # noqa: E402
+from manet_jax import cli, distributed  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
 _ROOT = flags.DEFINE_string("root", None, "Root directory of the cross-validation runs.")
@@ -41,6 +43,7 @@ _JOBS = flags.DEFINE_integer(
 )
 _WRITE_SUMMARY = flags.DEFINE_bool("write_summary", True, "Write cv_summary.json/.md (--jobs workers do not).")
 flags.mark_flags_as_required(["config", "root"])
+distributed.define_flags()
 
 
 def main(argv):
@@ -48,6 +51,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+    several = distributed.initialize_from_flags()  # before any other JAX call; one process unless asked
     from manet_jax import classical, cpus, crossval
     from manet_jax.models import VARIANTS
 
@@ -60,7 +64,11 @@ def main(argv):
         raise NotADirectoryError(f"--root={_ROOT.value} is a file, expected a folder")
     if _JOBS.value < 1:
         raise app.UsageError(f"--jobs must be >= 1, got {_JOBS.value}")
-    print(f"cv.py: variants {_VARIANTS.value}, folds {folds}, on CPUs {cpus.usable()}", flush=True)
+    if several and (_JOBS.value > 1 or classical.VARIANT in _VARIANTS.value):
+        what = f"--jobs={_JOBS.value}" if _JOBS.value > 1 else f"--variants={classical.VARIANT}"
+        raise app.UsageError(f"{what} needs a single process: drop it, or the multi-process flags")
+    log = print if distributed.is_main() else (lambda *_, **__: None)
+    log(f"cv.py: variants {_VARIANTS.value}, folds {folds}, on CPUs {cpus.usable()}", flush=True)
     if _CACHE.value:
         crossval.enable_compilation_cache(os.path.join(_ROOT.value, ".jax_cache"))
     step = cli.step_value(_STEP)
@@ -77,7 +85,10 @@ def main(argv):
         step=step,
         batch_size=_BATCH_SIZE.value,
         write=_WRITE_SUMMARY.value,
+        log=log,
     )
+    if not distributed.is_main():
+        return
     print()
     print(crossval.summary_markdown(summary))
     if _WRITE_SUMMARY.value:

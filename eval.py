@@ -9,6 +9,8 @@ confusion.png; a non-default --split, --flip_tta or --step adds a suffix to the 
 (metrics_train_tta.json, metrics_step1100.json, ...), so no result is overwritten silently.
 A hog_svm workdir (the classical baseline) is evaluated from its hog_svm/model.npz into the
 same files with the same fields (step 0: it has no steps; --step is ignored).
+Any number of processes reads a checkpoint written by any number: one on a laptop, or several
+with train.py's multi-process flags (each evaluates its share; process 0 writes and prints).
 """
 
 import os
@@ -18,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from manet_jax import cli  # noqa: E402
+from manet_jax import cli, distributed  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json, checkpoints/).")
 _STEP = cli.define_step_flag()
@@ -29,6 +31,7 @@ _BATCH_SIZE = flags.DEFINE_integer(
 )
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Optional config file replacing <workdir>/config.json.")
 flags.mark_flags_as_required(["workdir"])
+distributed.define_flags()
 
 
 def main(argv):
@@ -36,6 +39,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+    distributed.initialize_from_flags()  # before any other JAX call; one process unless asked or in a cluster
     from manet_jax import metrics
     from manet_jax.inference import evaluate_workdir
 
@@ -48,6 +52,8 @@ def main(argv):
         batch_size=_BATCH_SIZE.value,
         config=_CONFIG.value,
     )
+    if not distributed.is_main():
+        return
     print(
         f"{summary['workdir']}: {summary['variant']}, step {summary['step']} ({summary['step_note']}), "
         f"{summary['split']} split{', flip TTA' if summary['flip_tta'] else ''} (data fingerprint "

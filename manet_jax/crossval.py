@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from manet_jax import cpus as process_cpus
-from manet_jax import metrics
+from manet_jax import distributed, metrics
 
 NUM_FOLDS = 10
 RESULT_FILE = "fold_result.json"
@@ -173,7 +173,9 @@ def run_fold(
         "train_seconds": round(train_seconds, 3),
         "eval_seconds": summary["seconds"],
     }
-    metrics.write_json_atomic(result_path, result)
+    if distributed.is_main():  # several processes: process 0 writes, all go on once it is there
+        metrics.write_json_atomic(result_path, result)
+    distributed.barrier(f"{variant} fold {fold} result")
     log(f"{variant} fold {fold}: accuracy {100 * result['accuracy']:.2f}% on {result['num_examples']} test examples")
     return {**result, "trained": trained, "evaluated": True}
 
@@ -209,7 +211,7 @@ def run_cv(
             for r in results
         ],
     )
-    if write:
+    if write and distributed.is_main():
         write_summary(root, summary)
     return summary
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from manet_jax import defaults, evaluation, metrics, preprocess, run_record
+from manet_jax import defaults, distributed, evaluation, metrics, preprocess, run_record
 from manet_jax.checkpoints import Checkpoints, DamagedCheckpointError
 from manet_jax.models import MANet, build_model
 
@@ -306,12 +306,16 @@ def evaluate_workdir(
     from manet_jax.data import datasets
 
     if (load_config(workdir) if config is None else config).model.variant == classical.VARIANT:
+        if jax.process_count() > 1:
+            raise ValueError(f"{workdir} is a hog_svm run (one CPU, no devices): evaluate it in one process")
         return classical.evaluate_workdir(workdir, step, split, flip_tta, batch_size, config, png, suffix, log)
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
     start = time.time()
     run = load_run(workdir, step, config)
-    train, test = datasets.load_splits(run.config, run.workdir, log=log)
+    train, test = distributed.main_first(  # several processes: process 0 prepares, the others then open it
+        lambda prepare: datasets.load_splits(run.config, run.workdir, log=log, prepare=prepare), "prepare the data"
+    )
     data = test if split == "test" else train
     fingerprint = evaluation.check_fingerprint(run.workdir, split, data, step=run.step)  # what it was trained on
     summary, predictions = evaluate_split(run, data, batch_size, flip_tta)
@@ -332,5 +336,9 @@ def evaluate_workdir(
     if suffix is None:
         suffix = report_suffix(split, flip_tta, step, run.step)
     title = f"{run.config.model.variant}, {split} split, step {run.step}" + (", flip TTA" if flip_tta else "")
-    files = metrics.write_report(run.workdir / "eval", summary, suffix, png=png, title=title)
+    if jax.process_index() == 0:  # several processes: each evaluated its share, process 0 writes the report
+        files = metrics.write_report(run.workdir / "eval", summary, suffix, png=png, title=title)
+    else:
+        files = metrics.report_paths(run.workdir / "eval", suffix, png=png)
+    distributed.barrier("evaluation report")
     return {**summary, "files": {k: str(v) for k, v in files.items()}}

@@ -168,15 +168,21 @@ def format_summary(summary: dict) -> str:
     return f"{head}\nper-class recall (%): {per_class}"
 
 
+def report_paths(directory, suffix: str = "", png: bool = True) -> dict:
+    """The files write_report writes: metrics<suffix>.json, confusion<suffix>.md (and .png)."""
+    directory = Path(directory)
+    paths = {"metrics": directory / f"metrics{suffix}.json", "markdown": directory / f"confusion{suffix}.md"}
+    if png:
+        paths["png"] = directory / f"confusion{suffix}.png"
+    return paths
+
+
 def write_report(directory, summary: dict, suffix: str = "", png: bool = True, title: str | None = None) -> dict:
     """metrics<suffix>.json (the summary plus 'files'), confusion<suffix>.md (and .png) in `directory`.
 
     Returns the paths written.
     """
-    directory = Path(directory)
-    paths = {"metrics": directory / f"metrics{suffix}.json", "markdown": directory / f"confusion{suffix}.md"}
-    if png:
-        paths["png"] = directory / f"confusion{suffix}.png"
+    paths = report_paths(directory, suffix, png)
     confusion, names = np.asarray(summary["confusion_matrix"]), summary["class_names"]
     write_json_atomic(paths["metrics"], {**summary, "files": {k: str(v) for k, v in paths.items()}})
     heading = f"Confusion matrix (%), rows true, columns predicted: {title}\n\n" if title else ""
