@@ -102,12 +102,14 @@ def latest_step(workdir: Path, variant: str | None = None) -> int | None:
 
 
 def finished_result(config, workdir: Path) -> dict | None:
-    """The fold's fold_result.json when it is for the config's number of training steps."""
+    """The fold's fold_result.json when it is for the config's number of training steps and
+    evaluation (config.train.eval_flip_tta): another evaluation of the same checkpoint re-scores it."""
     path = workdir / RESULT_FILE
     if not path.is_file():
         return None
     result = read_result(path)
-    return result if result.get("total_steps") == total_steps(config) else None
+    same_eval = bool(result.get("flip_tta", False)) == bool(config.train.get("eval_flip_tta", False))
+    return result if result.get("total_steps") == total_steps(config) and same_eval else None
 
 
 def read_result(path: Path) -> dict:
@@ -157,7 +159,10 @@ def run_fold(
         else:
             training.train_and_evaluate(config, workdir)
         trained, train_seconds = True, time.time() - start
-    summary = inference.evaluate_workdir(workdir, step=step, batch_size=batch_size, png=False, suffix="", log=log)
+    flip_tta = bool(config.train.get("eval_flip_tta", False))  # the fold's score: each face and its mirror averaged
+    summary = inference.evaluate_workdir(
+        workdir, step=step, flip_tta=flip_tta, batch_size=batch_size, png=False, suffix="", log=log
+    )
     result = {
         "variant": variant,
         "fold": fold,
@@ -170,6 +175,7 @@ def run_fold(
         "test_subjects": summary["subjects"],
         "workdir": str(workdir),
         "metrics_file": summary["files"]["metrics"],
+        "flip_tta": flip_tta,
         "train_seconds": round(train_seconds, 3),
         "eval_seconds": summary["seconds"],
     }

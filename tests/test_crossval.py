@@ -135,6 +135,21 @@ def test_cv_end_to_end_ten_folds_then_resume(tmp_path, monkeypatch):
     assert (root / "vgg" / "fold_3" / "fold_result.json").is_file()
     assert {d: sorted(p.name for p in (d / "checkpoints").iterdir()) for d in fold_dirs} == steps
 
+    # config.train.eval_flip_tta re-scores every fold (no training): each face's softmax averaged
+    # with its mirror's, which is Run.predict(flip_tta=True) on the fold's own test split
+    evaluated.clear()
+    config.train.eval_flip_tta = True
+    tta = crossval.run_cv(config, root, range(1, 11), ["vgg"], log=lambda *_: None)
+    assert len(evaluated) == 10 and not any(r["trained"] for r in tta["fold_results"])
+    for fold in (1, 7):
+        result = json.loads((root / "vgg" / f"fold_{fold}" / "fold_result.json").read_text())
+        fold_cfg = crossval.fold_config(config, root, "vgg", fold)
+        _, test = datasets.load_splits(fold_cfg, root / "vgg" / f"fold_{fold}", log=lambda *_: None)
+        run = inference.load_run(root / "vgg" / f"fold_{fold}", "latest")
+        probabilities = run.predict(np.asarray(test.image), flip_tta=True)["probabilities"]
+        assert result["flip_tta"] is True
+        assert result["accuracy"] == pytest.approx(np.mean(probabilities.argmax(1) == np.asarray(test.label)))
+
 
 def test_cpu_groups_and_worker_argv():
     assert crossval.cpu_groups(2, [0, 1, 2, 3, 4]) == [[0, 1, 2], [3, 4]]
