@@ -1,7 +1,7 @@
 """Preparation speed of an image folder with config.data.landmarks='detect', per detector, with
 the detection in worker processes and without.
 
-    python bench/detect_landmarks.py                          # 24 photos of 1350 x 550 px
+    python bench/detect_landmarks.py                          # 32 photos of 1350 x 550 px
     python bench/detect_landmarks.py --kind=crops --num=128   # 128 face crops, 160..320 px
     python bench/detect_landmarks.py --detectors=hog --workers=1,2 --size=96
 
@@ -100,7 +100,7 @@ def _cpu_seconds() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num", type=int, default=24)
+    parser.add_argument("--num", type=int, default=32)
     parser.add_argument("--kind", choices=KINDS, default="photos")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--detectors", default=",".join(faces.DETECTORS), help="config.data.detector names")
