@@ -288,6 +288,8 @@ class WholeImageDetector:
             "name": self.name,
             "detector": "none: the whole image is the face",
             "landmarks": self.landmark_model.name + " on the face HOG or CNN finds in it, else the template",
+            # what finds the face inside: a change here must name another prepared cache
+            "inside": {"hog": self._hog.describe(), "cnn": self._cnn.describe()},
         }
 
     def detect(self, image) -> list[Face]:

@@ -78,6 +78,23 @@ DETECTOR_DESCRIPTIONS = {
         "name": "none",
         "detector": "none: the whole image is the face",
         "landmarks": "shape_predictor_68_face_landmarks.dat on the face HOG or CNN finds in it, else the template",
+        "inside": {
+            "hog": {
+                "name": "hog",
+                "detector": "dlib HOG frontal face detector",
+                "landmarks": "shape_predictor_68_face_landmarks.dat",
+                "upsample": 0,
+                "threshold": 0.0,
+            },
+            "cnn": {
+                "name": "cnn",
+                "detector": "dlib CNN (MMOD) face detector",
+                "landmarks": "shape_predictor_68_face_landmarks.dat",
+                "max_side": 800,
+                "upsample": 0,
+                "min_score": 0.0,
+            },
+        },
     },
 }
 # The key the 'hog' detector had when it was the only one: kept, so its caches keep their names.
