@@ -4,8 +4,11 @@ Landmark checks use the part map drawn from the same polygons as the image, so t
 the landmarks lie on what is drawn (not merely that arrays have the right shape).
 """
 
+import hashlib
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from manet_jax.data import synthetic as sy
 
@@ -309,3 +312,59 @@ def test_contact_sheet():
     assert sheet.shape == (7 * 32, 2 * 32, 3)
     first_anger = d["image"][np.flatnonzero(d["label"] == 0)[0]]
     np.testing.assert_array_equal(sheet[:32, :32], first_anger)
+
+
+# Measured with the single-module data/synthetic.py before it became a package; a change here
+# changes every data set (the README's fingerprints too), so it must be deliberate.
+PINNED = {
+    "demo_size": "93801fa39687f150",
+    "64px": "cdc9d3791cefcad6",
+    "plain_hard": "23ad747fef3ae4f2",
+    "tiny_fingerprints": "90cefbea2a2208cd/dbf01b46236db91b",
+    "export": "69d8a8e88b6bef5a",
+}
+
+
+def _sha(*arrays):
+    digest = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.dtype}{a.shape}".encode())
+        digest.update(memoryview(a).cast("B"))
+    return digest.hexdigest()[:16]
+
+
+def test_faces_are_byte_identical_to_the_pinned_ones(tmp_path):
+    """Faces at the demo's size and at 64 px, plain faces at the hard intensity, the prepared
+    data of configs/synthetic.py:tiny (prepared.fingerprint) and an exported folder (names,
+    faces.csv and decoded pixels, not PNG bytes, which depend on the zlib build)."""
+    from configs import synthetic as synthetic_config
+    from manet_jax.data import datasets, prepared
+
+    got = {}
+    d = sy.generate_split(42, seed=10_000, image_size=112, num_subjects=60, return_parts=True)
+    got["demo_size"] = _sha(d["image"], d["parts"], d["landmarks68"], d["label"], d["subject_id"])
+    d = sy.generate_split(42, seed=1, image_size=64, num_subjects=9, subject_id_offset=3)
+    got["64px"] = _sha(d["image"], d["landmarks68"], d["label"], d["subject_id"])
+    faces = [
+        sy.generate_face(
+            np.random.default_rng(i),
+            i % 7,
+            sy.identity_for(5, i),
+            80,
+            return_parts=True,
+            nuisance=False,
+            intensity=sy.HARD_INTENSITY,
+        )
+        for i in range(14)
+    ]
+    got["plain_hard"] = _sha(*[a for f in faces for a in (f["image"], f["parts"], f["landmarks68"])])
+    train, test = datasets.load_splits(synthetic_config.get_config("tiny"), tmp_path, log=lambda *a: None)
+    got["tiny_fingerprints"] = f"{prepared.fingerprint(train)}/{prepared.fingerprint(test)}"
+    root = tmp_path / "folder"
+    sy.export_folder(root, num_subjects=2, per_subject=7, seed=3, image_size=48)
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    pixels = _sha(*[np.asarray(Image.open(root / f)) for f in files])
+    listing = "\n".join(files) + (root / sy.FOLDER_FACES).read_text()
+    got["export"] = hashlib.sha256(listing.encode() + pixels.encode()).hexdigest()[:16]
+    assert got == PINNED

@@ -155,7 +155,7 @@ def test_existing_folder_is_refused_and_failures_leave_nothing(tmp_path, monkeyp
         return real(*args, **kwargs)
 
     real = sy.generate_face
-    monkeypatch.setattr(sy, "generate_face", failing)
+    monkeypatch.setattr(sy.export, "generate_face", failing)  # the name export_folder draws with
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(RuntimeError, match="disk full"):
         sy.export_folder(tmp_path / "broken", num_subjects=2, per_subject=3, image_size=32)
