@@ -1,13 +1,16 @@
 """Classification metrics from a confusion matrix, and the files that report them.
 
-Everything here is numpy (matplotlib only inside `plot_confusion`), so the same functions
-serve eval.py, the cross-validation driver and notebooks.
+The scores are scikit-learn's (imported on first use); this module adds what it does not
+provide: a summary keyed by class name as plain JSON, the paper's table layout (Tables 4 and 6:
+rows are the true class, columns the predicted class, row-normalised %), the PNG heat map
+(matplotlib only inside `plot_confusion`) and atomic report files, for eval.py, the
+cross-validation driver and notebooks.
 
-Conventions (the paper's Tables 4 and 6): rows are the true class, columns the predicted
-class. Classes that are empty are treated as follows:
+Classes that are empty are treated as follows:
 
 - `per_class_accuracy` (recall) is None (JSON null) for a class with no examples;
-  `balanced_accuracy` is the mean recall over the classes that have examples.
+  `balanced_accuracy` is the mean recall over the classes that have examples
+  (sklearn's balanced_accuracy_score).
 - `macro_f1` averages F1 over the classes present in the truth OR the predictions: a class
   that is predicted but never true has recall 0 and F1 0; a class with examples but never
   predicted has precision 0 and F1 0; a class absent from both is left out (it says nothing).
@@ -16,13 +19,27 @@ class. Classes that are empty are treated as follows:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from manet_jax import atomic
+
+
+@contextlib.contextmanager
+def _sklearn():
+    """sklearn.metrics, imported on first use, without its warnings about the cases handled here
+    as the module docstring says (a single class; a class predicted but never true)."""
+    from sklearn import metrics
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "A single label was found")
+        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
+        yield metrics
 
 
 def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
@@ -34,8 +51,10 @@ def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
     for name, values in (("labels", labels), ("predictions", predictions)):
         if values.size and (values.min() < 0 or values.max() >= num_classes):
             raise ValueError(f"{name} must lie in 0..{num_classes - 1}, got {values.min()}..{values.max()}")
-    counts = np.bincount(labels * num_classes + predictions, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes).astype(np.int64)
+    if not labels.size:  # sklearn refuses empty input
+        return np.zeros((num_classes, num_classes), np.int64)
+    with _sklearn() as sk:
+        return sk.confusion_matrix(labels, predictions, labels=np.arange(num_classes)).astype(np.int64)
 
 
 def _check(confusion, class_names) -> np.ndarray:
@@ -47,16 +66,21 @@ def _check(confusion, class_names) -> np.ndarray:
     return confusion
 
 
+def _pairs(confusion) -> tuple[np.ndarray, np.ndarray]:
+    """(true, predicted) class of every example counted in a confusion matrix."""
+    k = len(confusion)
+    cells, counts = np.arange(k * k), np.asarray(confusion, np.int64).ravel()
+    return np.repeat(cells // k, counts), np.repeat(cells % k, counts)
+
+
 def per_class_scores(confusion) -> dict[str, np.ndarray]:
     """support, predicted count, precision, recall and F1 per class (0 where undefined)."""
-    confusion = np.asarray(confusion, np.float64)
-    tp = np.diag(confusion)
-    support, predicted = confusion.sum(1), confusion.sum(0)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    return {"support": support, "predicted": predicted, "precision": precision, "recall": recall, "f1": f1}
+    confusion = np.asarray(confusion, np.int64)
+    with _sklearn() as sk:
+        precision, recall, f1, support = sk.precision_recall_fscore_support(
+            *_pairs(confusion), labels=np.arange(len(confusion)), zero_division=0
+        )
+    return {"support": support, "predicted": confusion.sum(0), "precision": precision, "recall": recall, "f1": f1}
 
 
 def summarize(confusion, class_names: Sequence[str]) -> dict:
@@ -68,10 +92,14 @@ def summarize(confusion, class_names: Sequence[str]) -> dict:
     s = per_class_scores(confusion)
     has_examples = s["support"] > 0
     in_play = has_examples | (s["predicted"] > 0)
+    true, predicted = _pairs(confusion)
+    with _sklearn() as sk:
+        balanced = sk.balanced_accuracy_score(true, predicted)
+        macro_f1 = sk.f1_score(true, predicted, average="macro", zero_division=0)
     return {
         "accuracy": float(np.trace(confusion) / n),
-        "balanced_accuracy": float(s["recall"][has_examples].mean()),
-        "macro_f1": float(s["f1"][in_play].mean()),
+        "balanced_accuracy": float(balanced),
+        "macro_f1": float(macro_f1),
         "per_class_accuracy": {
             name: (float(r) if present else None) for name, r, present in zip(class_names, s["recall"], has_examples)
         },

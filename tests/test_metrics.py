@@ -1,6 +1,7 @@
 """metrics: hand-computed confusion matrices, empty classes, the markdown table, the report files."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -22,6 +23,16 @@ def test_confusion_matrix_counts_rows_true_columns_predicted():
         metrics.confusion_matrix([0, 4], [0, 0], 4)
     with pytest.raises(ValueError, match="2 labels but 1 predictions"):
         metrics.confusion_matrix([0, 1], [0], 4)
+    np.testing.assert_array_equal(metrics.confusion_matrix([], [], 3), np.zeros((3, 3)))  # sklearn refuses empty input
+
+
+def test_no_sklearn_warnings_for_handled_cases():
+    """One class, and a class predicted but never true: handled as documented, nothing printed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert metrics.confusion_matrix([0, 0], [0, 0], 1).tolist() == [[2]]
+        assert metrics.summarize([[2]], ["only"])["macro_f1"] == 1.0
+        metrics.summarize(metrics.confusion_matrix([0, 1], [0, 2], 3), ["x", "y", "z"])
 
 
 def test_summary_with_a_never_predicted_and_an_absent_class():
