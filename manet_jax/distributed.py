@@ -73,6 +73,7 @@ class _State:
 
 _STATE = _State()
 _LOCK = threading.Lock()
+_STOPPING = threading.Lock()  # one report of a lost process, whichever thread finds it first
 
 
 # ----------------------------------------------------------------------------- flags
@@ -251,7 +252,10 @@ def initialize(
                 return False
             method, _ = found
         import jax
+        from jax._src import distributed as jax_distributed
 
+        if jax_distributed.global_state.client is not None:  # the caller initialised JAX itself: use that
+            return _adopt(heartbeat_timeout_seconds, prepare_timeout_seconds)
         jax.config.update("jax_enable_recoverability", True)  # a lost process is ours to report (see the docstring)
         bind = _loopback_bind_address(coordinator_address)
         try:
@@ -295,6 +299,18 @@ def initialize(
             flush=True,
         )
     return True
+
+
+def _adopt(heartbeat_timeout_seconds: float, prepare_timeout_seconds: float) -> bool:
+    """State for a runtime someone else started (no watchdog: its faults are JAX's to report)."""
+    import jax
+
+    _STATE.decided = True
+    _STATE.process_id, _STATE.num_processes = jax.process_index(), jax.process_count()
+    _STATE.active = _STATE.num_processes > 1
+    _STATE.heartbeat_timeout, _STATE.prepare_timeout = float(heartbeat_timeout_seconds), float(prepare_timeout_seconds)
+    _STATE.cleanups = []
+    return _STATE.active
 
 
 def _loopback_bind_address(address: str | None) -> str | None:
@@ -405,6 +421,8 @@ def _who(process: int) -> str:
 
 def _stop_lost(lost: list[int]) -> None:
     """One line naming the lost processes, the partial checkpoint removed, exit EXIT_PEER_LOST."""
+    if not _STOPPING.acquire(blocking=False):
+        time.sleep(60)  # the other thread is reporting it and exits
     names = ", ".join(f"process {p}{_who(p)}" for p in lost)
     message = (
         f"error: lost {names} of {_STATE.num_processes}: it died or stopped answering (--heartbeat_timeout_seconds="
