@@ -3,10 +3,8 @@
     python export.py --workdir=runs/demo                      # all formats -> runs/demo/export
     python export.py --workdir=runs/demo --format=jax --step=latest --output=/srv/manet
 
-Writes model.jax_exported (jax.export, symbolic batch), saved_model/ (TensorFlow, via jax2tf)
-and model.tflite (from that SavedModel), each loaded back and checked against Run.predict,
-then signature.json (class names, input and outputs, step, source, sizes, the check's
-differences). manet_jax/export.py says what each artifact holds and how to load it.
+The command-line face of manet_jax.export.export_run (README.md, "Export for serving");
+manet_jax/export.py says what each artifact holds and how to load it back.
 """
 
 import os

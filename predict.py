@@ -5,27 +5,16 @@
     python predict.py --workdir=runs/demo photo.jpg --flip_tta --step=latest
     python predict.py --workdir=runs/demo crops/ --detector=none      # images that are face crops
 
-Needs the faces extra (pip install -e '.[faces]'); nothing is downloaded. A folder is read
-recursively (image suffixes only, sorted). Output: JSON lines on stdout (or --output), one per
-face, left to right: {"file", "face" (0, 1, ...), "box" [x, y, w, h], "detector", "score",
-"landmarks" (68 [x, y]), "landmark_source", "probabilities" {class: p}, "top_class", "top_probability", and for manet runs
-"region_weights" {region: q} and "masks" (8 x h x w)}. A photo with no face gives one line
-{"file", "face": null, "faces": 0, "detector"} and a note on stderr; an unreadable file gives one line
-{"file", "face": null, "error"} and its error on stderr, the other photos are still processed,
-and the exit status is 1 at the end. --draw writes <draw>/<photo's file name>.png per photo
-(x.jpg -> x.jpg.png, x.png -> x.png.png; a name met twice, in two folders, gets .2, .3 ...
-before the .png): the photo with boxes, points and labels, and per face the aligned crop,
-RASnet's masks weighted by q over it, and the probabilities. Inputs are never written over:
-a --draw folder that holds an input photo, an --output that is one, and a --draw or
---workdir that is a file are refused before any work. A photo over 25 Mpx
-(manet_jax.predict.MAX_PHOTO_PIXELS) is shrunk while it is decoded (a JPEG inside the
-decoder), its boxes and landmarks given in its stored pixels; photos are decoded one group
-at a time (--batch_photos, and at most ~48 Mpx: GROUP_PIXELS); one over ~179 Mpx (twice PIL's
-Image.MAX_IMAGE_PIXELS) is refused as a decompression bomb, and a path that is no regular
-file (a FIFO, a device) is refused in one line instead of blocking. The last line on stderr counts photos, faces, photos
-without a face and unreadable files, and names the detector. A run trained on the built-in
-synthetic drawings gets one warning (and a note in each picture): its predictions on real
-photos mean nothing. Detectors (manet_jax/faces.py): 'cnn' (default), 'hog', 'none'.
+The command-line face of manet_jax.predict.Recognizer; README.md, "Faces in photos", says
+what it needs (the faces extra) and compares the detectors. A folder is read recursively
+(image suffixes, sorted). Output: one JSON line per face on stdout (or --output), left to
+right: "file", "face" (0, 1, ...) and the face's fields (manet_jax/predict.py, without the
+aligned crop). A photo with no face gives {"file", "face": null, "faces": 0, "detector"}; an
+unreadable file gives {"file", "face": null, "error"}, the other photos are still processed
+and the exit status is 1. The last line on stderr counts photos, faces, photos without a face
+and unreadable files. --draw writes <draw>/<photo's file name>.png per photo. What is refused
+before any work (outputs over inputs, FIFOs) and how big photos are bounded:
+docs/reliability.md.
 """
 
 import os
