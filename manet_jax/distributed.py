@@ -423,11 +423,15 @@ def _stop_lost(lost: list[int]) -> None:
     """One line naming the lost processes, the partial checkpoint removed, exit EXIT_PEER_LOST."""
     if not _STOPPING.acquire(blocking=False):
         time.sleep(60)  # the other thread is reporting it and exits
+    me = _STATE.process_id
     names = ", ".join(f"process {p}{_who(p)}" for p in lost)
+    if me in lost:  # the service stopped hearing from this very process: it stalled, or the network did
+        why = "not one heartbeat came within --heartbeat_timeout_seconds (a stalled host or network? raise it)"
+    else:
+        why = "it died or stopped answering (--heartbeat_timeout_seconds); its own log says why"
     message = (
-        f"error: lost {names} of {_STATE.num_processes}: it died or stopped answering (--heartbeat_timeout_seconds="
-        f"{_STATE.heartbeat_timeout:g}); its own log says why. Process {_STATE.process_id} stops too: re-run the "
-        "same command on every process to resume from the last complete checkpoint."
+        f"error: lost {names} of {_STATE.num_processes}: {why} (timeout {_STATE.heartbeat_timeout:g} s). Process "
+        f"{me} stops too: re-run the same command on every process to resume from the last complete checkpoint."
     )
     for fn in list(_STATE.cleanups or ()):
         try:

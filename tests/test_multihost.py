@@ -25,7 +25,7 @@ from manet_jax.checkpoints import Checkpoints, restore_params
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "--config=configs/synthetic.py:tiny"
-HEARTBEAT_S = 5  # how long a killed process goes unnoticed, at most
+HEARTBEAT_S = 10  # how long a killed process goes unnoticed, at most (5 s proved too short on a loaded CPU)
 LONGER = "--config.train.stage2_steps=16"  # the runs continued in round 2: steps 9..20
 CLUSTER_VARS = (
     "SLURM_JOB_ID",
@@ -225,7 +225,7 @@ def test_checkpoints_change_process_count_and_a_killed_process_stops_the_others(
         out = in_two[0].output()
         print(f"kill -9 of process 1: process 0 exited {rc} after {stopped_after:.1f} s")
         assert rc == distributed.EXIT_PEER_LOST, out[-3000:]
-        assert "error: lost process 1 (pid " in out and "re-run the same command" in out, out[-3000:]
+        assert "error: lost process 1 (pid " in out and "it died or stopped answering" in out, out[-3000:]
         assert stopped_after < HEARTBEAT_S + 20
         assert "resumed from step 8" in out  # a 1-process checkpoint, resumed by 2
         assert not list((one / "checkpoints").glob("*.orbax-checkpoint-tmp*"))
