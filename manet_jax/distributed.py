@@ -240,6 +240,10 @@ def initialize(
         problem = flag_problem(coordinator_address, num_processes, process_id, local_device_ids)
         if problem:
             raise ValueError(problem)
+        from jax._src import distributed as jax_distributed
+
+        if jax_distributed.global_state.client is not None:  # the caller initialised JAX itself: use that
+            return _adopt(heartbeat_timeout_seconds, prepare_timeout_seconds)
         explicit = coordinator_address is not None or process_id is not None or num_processes is not None
         method = None
         if explicit and num_processes == 1:
@@ -252,10 +256,7 @@ def initialize(
                 return False
             method, _ = found
         import jax
-        from jax._src import distributed as jax_distributed
 
-        if jax_distributed.global_state.client is not None:  # the caller initialised JAX itself: use that
-            return _adopt(heartbeat_timeout_seconds, prepare_timeout_seconds)
         jax.config.update("jax_enable_recoverability", True)  # a lost process is ours to report (see the docstring)
         bind = _loopback_bind_address(coordinator_address)
         try:
