@@ -26,7 +26,7 @@ the demo's convergence settings (docs/training_dynamics.md: AdamW with warm-up, 
 output scaled by N), data augmentation (crop jitter, rotation, brightness/contrast, flips),
 150 RASnet + 2,400 ERSnet steps at batch 24 (64 epochs of 900 faces; lr x0.1 after 1,800).
 Measured on the hard synthetic stand-in set (`python bench/synthetic_folder.py
---out=runs/synth_folder`, clean clone at 0294f4e; README, "Status of folder.py:cpu", has
+--out=runs/synth_folder`, clean clone at 0294f4e; docs/results.md, "Small data sets on a CPU", has
 every fold): ten folds give vgg_se 74.9% +- 5.6, vgg 73.1% +- 4.6 and manet 70.2% +- 8.2 (no
 landmark files: template masks) against hog_svm's 58.8% +- 4.7 on 96 px crops (52.0% on the
 same 64 px ones). With --jobs=2 (two folds at once, one core each) ten folds take 17.5 min

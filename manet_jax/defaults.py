@@ -165,7 +165,7 @@ def get_config(data_set: str = "synthetic") -> ml_collections.ConfigDict:
     train.batch_size = 42  # global batch, split over all devices
     train.eval_batch_size = 64
     # cv.py's fold scores: average each test face's softmax with its mirror's (not in the paper;
-    # README fidelity table). eval.py and predict.py have --flip_tta for the same.
+    # docs/fidelity.md). eval.py and predict.py have --flip_tta for the same.
     train.eval_flip_tta = False
     train.stage1_steps = 1000  # RASnet on the Eq. 2-3 mask loss (manet only)
     train.stage2_steps = 1000  # ERSnet on cross-entropy, RASnet frozen

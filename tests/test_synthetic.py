@@ -315,7 +315,7 @@ def test_contact_sheet():
 
 
 # Measured with the single-module data/synthetic.py before it became a package; a change here
-# changes every data set (the README's fingerprints too), so it must be deliberate.
+# changes every data set (the fingerprints in docs/results.md too), so it must be deliberate.
 PINNED = {
     "demo_size": "93801fa39687f150",
     "64px": "cdc9d3791cefcad6",
