@@ -11,10 +11,9 @@ safe to run beside a training job. Prediction runs on one device (the default on
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,6 @@ class Run:
     workdir: Path
     checkpoint: Path | None = None  # <workdir>/checkpoints/<step>
     note: str = ""  # how the step was chosen, and any warning about it
-    _forward: Any = field(default=None, init=False, repr=False, compare=False)
 
     def predict(self, images, flip_tta: bool = False, normalized: bool = False) -> dict[str, np.ndarray]:
         """Numpy outputs for a batch of aligned face crops.
@@ -66,27 +64,8 @@ class Run:
             )
         mean = self.config.data.get("pixel_mean", preprocess.VGGFACE_MEAN_RGB)
         x = np.asarray(images, np.float32) if normalized else preprocess.normalize(images, mean)
-        if self._forward is None:
-            self._forward = _jitted_forward(self.model)
-        return {k: np.asarray(v) for k, v in jax.device_get(self._forward(self.params, x, flip_tta=flip_tta)).items()}
-
-
-@functools.lru_cache(maxsize=16)
-def _jitted_forward(model: MANet):
-    """One jitted forward per model definition (Linen modules compare by their fields), so
-    runs of the same architecture, e.g. cross-validation folds, compile it only once."""
-    return jax.jit(_forward_fn(model), static_argnames="flip_tta")
-
-
-def _forward_fn(model: MANet):
-    def forward(params, images, flip_tta: bool):
-        out, log_probs = evaluation.class_log_probs(model, params, images, flip_tta)
-        if flip_tta:
-            out["logits"] = log_probs
-        out["probabilities"] = jnp.exp(log_probs)
-        return out
-
-    return forward
+        forward = evaluation.jitted_forward(self.model, 2, flip_tta)  # evaluation's, compiled once per model
+        return {k: np.asarray(v) for k, v in jax.device_get(forward(self.params, {"image": x})).items()}
 
 
 # ------------------------------------------------------------------------------ loading
