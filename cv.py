@@ -52,10 +52,9 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     several = distributed.initialize_from_flags()  # before any other JAX call; one process unless asked
-    from manet_jax import classical, cpus, crossval
-    from manet_jax.models import VARIANTS
+    from manet_jax import cpus, crossval, runs
 
-    known = [*VARIANTS, classical.VARIANT]
+    known = list(runs.variants())
     unknown = [v for v in _VARIANTS.value if v not in known]
     if unknown:
         raise app.UsageError(f"unknown --variants {unknown}; choose from {known}")
@@ -64,8 +63,9 @@ def main(argv):
         raise NotADirectoryError(f"--root={_ROOT.value} is a file, expected a folder")
     if _JOBS.value < 1:
         raise app.UsageError(f"--jobs must be >= 1, got {_JOBS.value}")
-    if several and (_JOBS.value > 1 or classical.VARIANT in _VARIANTS.value):
-        what = f"--jobs={_JOBS.value}" if _JOBS.value > 1 else f"--variants={classical.VARIANT}"
+    classical = [v for v in _VARIANTS.value if runs.kind_of(v) == "classical"]
+    if several and (_JOBS.value > 1 or classical):
+        what = f"--jobs={_JOBS.value}" if _JOBS.value > 1 else f"--variants={classical[0]}"
         raise app.UsageError(f"{what} needs a single process: drop it, or the multi-process flags")
     log = print if distributed.is_main() else (lambda *_, **__: None)
     log(f"cv.py: variants {_VARIANTS.value}, folds {folds}, on CPUs {cpus.usable()}", flush=True)

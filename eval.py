@@ -41,7 +41,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     distributed.initialize_from_flags()  # before any other JAX call; one process unless asked or in a cluster
     from manet_jax import metrics
-    from manet_jax.inference import evaluate_workdir
+    from manet_jax.runs import evaluate_workdir
 
     step = cli.step_value(_STEP)
     summary = evaluate_workdir(

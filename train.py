@@ -40,16 +40,9 @@ def main(argv):
     distributed.initialize_from_flags()  # before any other JAX call; one process unless asked or in a cluster
     import jax
 
-    from manet_jax import classical
+    from manet_jax import runs
 
-    if _CONFIG.value.model.variant == classical.VARIANT:
-        if jax.process_count() > 1:
-            raise ValueError("hog_svm fits on one CPU: run it as one process (without the multi-process flags)")
-        final = classical.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    else:
-        from manet_jax.training import train_and_evaluate
-
-        final = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    final = runs.train_and_evaluate(_CONFIG.value, _WORKDIR.value)  # a network, or the classical baseline
     if jax.process_index() == 0:
         print("final: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()))
 

@@ -6,7 +6,9 @@ has finished a step, :func:`write_manifest` records the size and sha256 of every
 step directory in ``<step>/sha256.json`` (atomically, last); :func:`verify` checks them, and the
 JSON files orbax parses, and names the first problem in one line. A step saved before manifests
 existed is read as it is ('unverified'); one whose save announced a manifest (orbax custom
-metadata, :data:`ANNOUNCE`) but has none was cut short, and is incomplete.
+metadata, :data:`ANNOUNCE`) but has none was cut short, and is incomplete. With several processes
+(manet_jax/distributed.py) process 0 alone writes the manifest, once every process has finished the
+step, and moves damaged steps aside; a killed or failed save (a full disk) never becomes a step.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-from manet_jax import atomic
+import jax
+
+from manet_jax import atomic, distributed
 
 MANIFEST = "sha256.json"
 ANNOUNCE = {"manifest": MANIFEST}  # the custom metadata of every step saved with a manifest
@@ -116,6 +121,41 @@ def set_aside(step_dir) -> Path:
             os.rename(step_dir, target)
             return target
     raise FileExistsError(f"{step_dir}: too many .damaged copies beside it; delete some")
+
+
+def save_with_manifest(step_dir, save: Callable[[], bool]) -> bool:
+    """``save()`` (orbax's save of the step ``step_dir``, on every process), then its manifest; save's answer.
+
+    The manifest comes last: it vouches for a step finished on every process (orbax's save ends
+    with a barrier), written by process 0 alone; nobody goes on before it is there. A process lost
+    meanwhile: process 0 removes what there is of the step before it stops. A full disk (see
+    :func:`no_space`): process 0 removes the partial step, and the error goes on to the caller.
+    """
+    step = os.path.basename(os.fspath(step_dir))
+    try:
+        with distributed.cleanup_if_lost(lambda: remove_unfinished(step_dir)):
+            saved = save()
+            distributed.barrier(f"checkpoint {step} saved")
+            if saved and jax.process_index() == 0:
+                write_manifest(step_dir)
+            distributed.barrier(f"checkpoint {step} manifest")
+    except Exception as err:
+        if no_space(err) and jax.process_index() == 0:
+            remove_partial(step_dir)
+        raise
+    return saved
+
+
+def set_aside_once(step_dir) -> Path:
+    """:func:`set_aside` by process 0 alone, between barriers every process passes; the new path."""
+    step_dir = os.fspath(step_dir)
+    distributed.barrier(f"set aside {os.path.basename(step_dir)}")  # every process has chosen its step
+    if jax.process_index() == 0:
+        moved = set_aside(step_dir)
+    else:
+        moved = Path(step_dir + ".damaged")  # as process 0 names it (a first copy)
+    distributed.barrier(f"set aside {os.path.basename(step_dir)} done")
+    return moved
 
 
 def no_space(err: BaseException | None) -> bool:

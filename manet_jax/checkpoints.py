@@ -1,16 +1,11 @@
 """Checkpoints: orbax's CheckpointManager as the training runs use it.
 
-A step is ``<directory>/<step>/{state, meta, metrics}``, renamed from a tmp directory once
-complete, so a killed or failed save (a full disk: one OSError) never becomes a step nor touches
-older ones; saves are synchronous and end with the step's sha256 manifest (checkpoint_files).
-Several processes (manet_jax/distributed.py) all take part in every save and restore (a step
-saved by N processes restores in M); process 0 alone writes the manifest, once every process
-has finished the step, and moves damaged steps aside.
-Every restore verifies its step first (a damaged one is refused in one line; ``newest_intact``
-finds the one to fall back to). Retention is orbax's ``LatestN(max_to_keep)`` plus ``BestN(n=1)``
-over the saves that carry ``best_metric``: the others (stage 1 has no accuracy) carry no metrics.
-One writable ``Checkpoints`` per directory (it deletes leftover tmp directories); readers use
-``read_only=True`` or :func:`restore_params`. PRNG key objects are refused: save key_data.
+A step is ``<directory>/<step>/{state, meta, metrics}``, renamed from a tmp directory once complete;
+saves are synchronous and end with the step's sha256 manifest, and every restore verifies its step
+first (checkpoint_files: manifests, full disks, several processes). Retention is orbax's
+``LatestN(max_to_keep)`` plus ``BestN(n=1)`` over the saves that carry ``best_metric`` (stage 1
+has none). One writable ``Checkpoints`` per directory (it deletes leftover tmp directories); readers
+use ``read_only=True`` or :func:`restore_params`. PRNG key objects are refused: save key_data.
 """
 
 from __future__ import annotations
@@ -24,13 +19,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
-from manet_jax import checkpoint_files, distributed, param_match
+from manet_jax import checkpoint_files, param_match
 from manet_jax.checkpoint_files import DamagedCheckpointError
 
 __all__ = ["CheckpointMismatchError", "Checkpoints", "DamagedCheckpointError", "restore_params"]
@@ -59,54 +52,13 @@ def _quiet_orbax():
         logging.getLogger("absl").removeFilter(keep)
 
 
-def _refuse_prng_keys(tree: Any, what: str) -> None:
-    bad = [
-        param_match.path_str(p)
-        for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
-        if jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key)
-    ]
-    if bad:
-        raise TypeError(
-            f"{what} holds PRNG key object(s) at {', '.join(bad)}: save jax.random.key_data(key) "
-            "(uint32) and rebuild the key with jax.random.wrap_key_data after restoring."
-        )
-
-
-def _jsonable(tree: Mapping, name: str) -> dict:
-    """A plain-JSON copy (numpy/jax numbers become Python ones); a TypeError names the entry."""
-
-    def plain(path, x):
-        where = f"{name}/{param_match.path_str(path)}"
-        if not all(isinstance(getattr(k, "key", ""), str) for k in path):
-            raise TypeError(f"{where}: JSON keys must be strings.")
-        if isinstance(x, (np.ndarray, np.generic, jax.Array)):
-            return np.asarray(x).tolist()
-        if isinstance(x, (bool, int, float, str)):
-            return x
-        raise TypeError(f"{where}: a {type(x).__name__} is not JSON (use dicts, lists, str, numbers, bool, None).")
-
-    return jax.tree_util.tree_map_with_path(plain, dict(tree))
-
-
 def _registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
     """How a fresh manager reads each item; PyTreeRestore is read_params' partial restore."""
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
-    for item, args in (
-        (STATE, ocp.args.StandardSave),
-        (STATE, ocp.args.StandardRestore),
-        (STATE, ocp.args.PyTreeRestore),
-        (META, ocp.args.JsonSave),
-        (META, ocp.args.JsonRestore),
-    ):
+    items = [(STATE, a) for a in (ocp.args.StandardSave, ocp.args.StandardRestore, ocp.args.PyTreeRestore)]
+    for item, args in items + [(META, ocp.args.JsonSave), (META, ocp.args.JsonRestore)]:
         registry.add(item, args)
     return registry
-
-
-def _abstract(tree: Any) -> Any:
-    """ShapeDtypeStructs on the leaf's own sharding, else on the first local device."""
-    default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    own = lambda x: x.sharding if isinstance(getattr(x, "sharding", None), jax.sharding.Sharding) else default  # noqa: E731
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(*param_match.spec(x), sharding=own(x)), tree)
 
 
 class Checkpoints:
@@ -164,8 +116,8 @@ class Checkpoints:
         if self.read_only:
             raise RuntimeError(f"Checkpoints({self.directory}) was opened read_only.")
         step, latest = int(step), self.latest_step()
-        _refuse_prng_keys(state, "state")
-        meta, metrics = _jsonable(meta, "meta"), metrics and _jsonable(metrics, "metrics")
+        param_match.refuse_prng_keys(state, "state")
+        meta, metrics = param_match.jsonable(meta, "meta"), metrics and param_match.jsonable(metrics, "metrics")
         if latest is not None and step < latest:
             raise ValueError(
                 f"Cannot save step {step}: {self.directory} already holds checkpoints up to "
@@ -177,22 +129,13 @@ class Checkpoints:
         ranked = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         args = ocp.args.Composite(**{STATE: ocp.args.StandardSave(state), META: ocp.args.JsonSave(meta)})
         kwargs = dict(metrics=metrics if ranked else None, force=force, custom_metadata=checkpoint_files.ANNOUNCE)
-        step_dir = self._step_dir(step)
-        try:  # a process lost meanwhile: process 0 removes what there is of the step before it stops
-            with distributed.cleanup_if_lost(lambda: checkpoint_files.remove_unfinished(step_dir)):
-                with _quiet_orbax():
-                    saved = self._mngr.save(step, args=args, **kwargs)
-                # last: the manifest vouches for a step finished on every process (orbax's save ends
-                # with a barrier), written by process 0 alone; nobody goes on before it is there
-                distributed.barrier(f"checkpoint {step} saved")
-                if saved and jax.process_index() == 0:
-                    checkpoint_files.write_manifest(step_dir)
-                distributed.barrier(f"checkpoint {step} manifest")
+        save = lambda: self._mngr.save(step, args=args, **kwargs)  # noqa: E731
+        try:
+            with _quiet_orbax():
+                saved = checkpoint_files.save_with_manifest(self._step_dir(step), save)
         except Exception as err:
             if not checkpoint_files.no_space(err):
                 raise
-            if jax.process_index() == 0:
-                checkpoint_files.remove_partial(step_dir)
             self._forget(step)
             raise checkpoint_files.no_space_error(self.directory, step, self.all_steps()) from None
         return bool(saved)
@@ -219,12 +162,7 @@ class Checkpoints:
 
     def set_aside(self, step: int):
         """Rename a damaged ``step`` to ``<step>.damaged`` (out of orbax's sight); its new path."""
-        distributed.barrier(f"set aside {step}")  # every process has chosen its step before any moves
-        if jax.process_index() == 0:
-            moved = checkpoint_files.set_aside(self._step_dir(step))
-        else:
-            moved = epath.Path(self._step_dir(step) + ".damaged")  # as process 0 names it (a first copy)
-        distributed.barrier(f"set aside {step} done")
+        moved = checkpoint_files.set_aside_once(self._step_dir(step))
         self._forget(step)
         return moved
 
@@ -239,8 +177,8 @@ class Checkpoints:
         are checked first (CheckpointMismatchError), before any data is read.
         """
         step = self._resolve_step(step, verify=True)
-        _refuse_prng_keys(abstract_state, "abstract_state")
-        target = _abstract(abstract_state)
+        param_match.refuse_prng_keys(abstract_state, "abstract_state")
+        target = param_match.abstract(abstract_state)
         self._check(step, target, self._stored(step))
         args = ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target)})
         return self._mngr.restore(step, args=args)[STATE]
@@ -255,7 +193,7 @@ class Checkpoints:
         stored = self._stored(step)
         if abstract is not None:
             self._check(step, {"params": abstract}, {"params": stored.get("params", {})})
-        item = {"params": _abstract(stored["params"])}
+        item = {"params": param_match.abstract(stored["params"])}
         restore_args = ocp.checkpoint_utils.construct_restore_args(item)
         args = ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
         return self._mngr.restore(step, args=ocp.args.Composite(**{STATE: args}))[STATE]["params"]

@@ -31,8 +31,8 @@ import numpy as np
 
 from manet_jax import atomic, metrics, run_record
 
-VARIANT = "hog_svm"
-MODEL_DIR = "hog_svm"
+VARIANT = run_record.CLASSICAL_VARIANT  # "hog_svm"
+MODEL_DIR = run_record.CLASSICAL_DIR
 MODEL_FILE = "model.npz"
 FORMAT_VERSION = 1
 
@@ -274,7 +274,7 @@ def fit_workdir(config, workdir, log=print) -> dict:
     old = _reusable(path, settings)
     workdir.mkdir(parents=True, exist_ok=True)
     metrics.write_text_atomic(workdir / "config.json", config.to_json_best_effort(indent=2))
-    run_record.write(workdir, run_record.record_for(config, train.class_names, kind="classical"))
+    run_record.write(workdir, run_record.record_for(config, train.class_names))
     if old is not None:
         log(f"{VARIANT}: {path} is already fitted with these settings, reused")
         return {
@@ -347,19 +347,19 @@ def evaluate_workdir(
     suffix: str | None = None,
     log=print,
 ) -> dict:
-    """inference.evaluate_workdir for a hog_svm workdir: the same fields, files and code path.
+    """inference.evaluate_workdir for a hog_svm workdir (runs.evaluate_workdir sends it here): the same
+    fields, files and report code.
 
     There are no steps or checkpoints: `step` 0 and 'checkpoint' (the model .npz) stand in,
     'step_note' says so; `step` and `batch_size` are accepted and ignored (one model).
     """
-    from manet_jax import inference
     from manet_jax.data import datasets, prepared
 
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
     start = time.time()
     workdir = Path(workdir).absolute()
-    cfg = inference.load_config(workdir) if config is None else config
+    cfg = run_record.load_config(workdir) if config is None else config
     model, path = load_model(model_path(workdir)), model_path(workdir)
     train, test = datasets.load_splits(cfg, workdir, log=log)
     data = test if split == "test" else train
@@ -389,7 +389,7 @@ def evaluate_workdir(
         seconds=round(time.time() - start, 3),
     )
     if suffix is None:
-        suffix = inference.report_suffix(split, flip_tta)  # one model: no step in the names
+        suffix = run_record.report_suffix(split, flip_tta)  # one model: no step in the names
     title = f"{VARIANT}, {split} split" + (", flip TTA" if flip_tta else "")
     files = metrics.write_report(workdir / "eval", summary, suffix, png=png, title=title)
     return {**summary, "files": {k: str(v) for k, v in files.items()}}

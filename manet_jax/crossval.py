@@ -5,7 +5,7 @@ Layout under `root` (always <root>/<variant>/fold_<k>, even for one variant)::
     <root>/data/                    prepared data, shared by every fold and variant
     <root>/.jax_cache/              persistent XLA compilation cache (cv.py)
     <root>/<variant>/fold_<k>/      an ordinary training workdir (config.json, checkpoints/, ...)
-        eval/metrics.json           that fold's test metrics (inference.evaluate_workdir)
+        eval/metrics.json           that fold's test metrics (runs.evaluate_workdir)
         fold_result.json            written last: the fold is finished
     <root>/<variant>/cv_confusion.png, .md   the variant's confusion matrix summed over folds
     <root>/cv_summary.json, cv_summary.md    per variant: fold accuracies, mean +- std, pooled
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from manet_jax import cpus as process_cpus
-from manet_jax import distributed, metrics
+from manet_jax import distributed, metrics, runs
 
 NUM_FOLDS = 10
 RESULT_FILE = "fold_result.json"
@@ -77,30 +77,6 @@ def fold_config(config, root, variant: str, fold: int):
     return cfg
 
 
-def total_steps(config) -> int:
-    """Training steps of the fold's variant (0 for hog_svm, which is fitted, not stepped)."""
-    from manet_jax import classical
-
-    if config.model.variant == classical.VARIANT:
-        return 0
-    from manet_jax.training import stage_steps
-
-    return sum(stage_steps(config).values())
-
-
-def latest_step(workdir: Path, variant: str | None = None) -> int | None:
-    """The last saved step, None when nothing is trained yet (hog_svm: 0 once fitted)."""
-    from manet_jax import classical
-    from manet_jax.checkpoints import Checkpoints
-
-    if variant == classical.VARIANT:
-        return 0 if classical.is_fitted(workdir) else None
-    if not (workdir / "checkpoints").is_dir():
-        return None
-    with Checkpoints(workdir / "checkpoints", read_only=True) as ckpts:
-        return ckpts.latest_step()
-
-
 def finished_result(config, workdir: Path) -> dict | None:
     """The fold's fold_result.json when it is for the config's number of training steps and
     evaluation (config.train.eval_flip_tta): another evaluation of the same checkpoint re-scores it."""
@@ -109,7 +85,7 @@ def finished_result(config, workdir: Path) -> dict | None:
         return None
     result = read_result(path)
     same_eval = bool(result.get("flip_tta", False)) == bool(config.train.get("eval_flip_tta", False))
-    return result if result.get("total_steps") == total_steps(config) and same_eval else None
+    return result if result.get("total_steps") == runs.total_steps(config) and same_eval else None
 
 
 def read_result(path: Path) -> dict:
@@ -135,14 +111,13 @@ def run_fold(
     config, workdir: Path, step="latest", eval_only: bool = False, batch_size: int | None = None, log=print
 ) -> dict:
     """Train (unless finished) and evaluate one fold; returns and writes its fold_result.json."""
-    from manet_jax import classical, inference, training
 
-    variant, fold, steps = config.model.variant, int(config.data.fold), total_steps(config)
+    variant, fold, steps = config.model.variant, int(config.data.fold), runs.total_steps(config)
     result_path = workdir / RESULT_FILE
     if not eval_only and (result := finished_result(config, workdir)) is not None:
         log(f"{variant} fold {fold}: finished earlier ({result_path}), reused")
         return {**result, "trained": False, "evaluated": False}
-    done = latest_step(workdir, variant)
+    done = runs.latest_step(workdir, variant)
     trained, train_seconds = False, 0.0
     if eval_only:
         if done is None:
@@ -154,13 +129,10 @@ def run_fold(
     else:
         log(f"{variant} fold {fold}: training{'' if done is None else f' (resuming at step {done})'} in {workdir}")
         start = time.time()
-        if variant == classical.VARIANT:
-            classical.fit_workdir(config, workdir, log=log)
-        else:
-            training.train_and_evaluate(config, workdir)
+        runs.train(config, workdir, log=log)
         trained, train_seconds = True, time.time() - start
     flip_tta = bool(config.train.get("eval_flip_tta", False))  # the fold's score: each face and its mirror averaged
-    summary = inference.evaluate_workdir(
+    summary = runs.evaluate_workdir(
         workdir, step=step, flip_tta=flip_tta, batch_size=batch_size, png=False, suffix="", log=log
     )
     result = {
@@ -394,7 +366,7 @@ def run_parallel(config, root, folds, variants, script: str, argv: Sequence[str]
     process dies in any way, SIGKILL included (Linux: prctl PR_SET_PDEATHSIG). Its workdir
     lock is an flock, which the kernel releases with the process: a rerun is never refused.
     """
-    from manet_jax import classical, defaults, limits
+    from manet_jax import defaults
     from manet_jax.data import datasets
 
     root = Path(root).absolute()
@@ -413,8 +385,7 @@ def run_parallel(config, root, folds, variants, script: str, argv: Sequence[str]
         if problem := defaults.data_problem(cfg.data):  # e.g. a data_dir that is a file, named as such
             raise ValueError(problem)
         train, test = datasets.load_splits(cfg, fold_workdir(root, variant, first), log=log)
-        if variant != classical.VARIANT:  # steps and batch sizes refused here, not in every worker
-            limits.check_training(cfg, len(train), len(test))
+        runs.check_limits(cfg, len(train), len(test))  # steps and batch sizes refused here, not in every worker
     log(f"{len(todo)} folds on {jobs} workers, CPUs {groups}")
     free, running, failed = list(range(jobs)), {}, []
     previous = _exit_on_signals((signal.SIGTERM, signal.SIGHUP))  # so that `finally` stops the workers

@@ -2,7 +2,7 @@
 
 The repository's configs/*.py start from `get_config(<data set>)` and change what their
 recipe needs; a trained workdir's config.json is read back on top of the same defaults
-(inference.load_config), so restoring a run needs that file and this package, never the
+(run_record.load_config), so restoring a run needs that file and this package, never the
 repository's configs/. Keys that belong to one data set exist only in configs of that data
 set (`data_set_keys`): `--config.data.raf_source` on a CK+ config is an unknown key.
 """

@@ -3,7 +3,8 @@
 Training's periodic evaluation, `eval.py`, `cv.py` and `inference.predict_split` all call
 `predict_split` here, so the numbers a run logs while training and the ones `eval.py`
 reports later come from the same code (the same batching, padding, normalisation and
-ground-truth masks).
+ground-truth masks). `Run.predict` goes through the same jitted forward pass
+(`jitted_forward`), so a prediction and an evaluation of the same images agree.
 """
 
 from __future__ import annotations
@@ -50,7 +51,13 @@ def class_log_probs(model: MANet, params, images, flip_tta: bool = False):
 @functools.lru_cache(maxsize=32)
 def jitted_forward(model: MANet, stage: int = 2, flip_tta: bool = False) -> Callable:
     """(params, batch) -> per-example outputs, jitted once per model definition and mode
-    (Linen modules compare by their fields, so the folds of a cross-validation share it)."""
+    (Linen modules compare by their fields, so the folds of a cross-validation share it).
+
+    Stage 2: `logits` (with flip_tta: the log of the mean softmax of each image and its mirror)
+    and `probabilities`. A batch with ground truth (`label`, `masks`: evaluation) adds
+    `prediction`, `loss`, `mask_iou` and `mask_error` (with masks: manet, or stage 1); one of
+    `image` alone (Run.predict) adds the model's other outputs (`masks`, `region_weights`).
+    """
 
     def forward(params, batch):
         out = {}
@@ -58,13 +65,14 @@ def jitted_forward(model: MANet, stage: int = 2, flip_tta: bool = False) -> Call
             masks = model.apply({"params": params}, batch["image"], method=MANet.predict_masks)
         else:
             outputs, log_probs = class_log_probs(model, params, batch["image"], flip_tta)
-            labels = batch["label"]
+            out = {} if "label" in batch else dict(outputs)
             out["logits"] = log_probs if flip_tta else outputs["logits"]
             out["probabilities"] = jnp.exp(log_probs)
-            out["prediction"] = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
-            out["loss"] = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+            if "label" in batch:
+                out["prediction"] = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+                out["loss"] = -jnp.take_along_axis(log_probs, batch["label"][:, None], axis=-1)[:, 0]
             masks = outputs.get("masks")
-        if masks is not None:
+        if masks is not None and "masks" in batch:
             out["mask_iou"] = mask_iou(masks, batch["masks"])
             out["mask_error"] = mask_errors(masks, batch["masks"])
         return out

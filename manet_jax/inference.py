@@ -11,11 +11,9 @@ safe to run beside a training job. Prediction runs on one device (the default on
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +22,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from manet_jax import defaults, distributed, evaluation, metrics, preprocess, run_record
+from manet_jax import distributed, evaluation, metrics, preprocess, run_record
 from manet_jax.checkpoints import Checkpoints, DamagedCheckpointError
 from manet_jax.models import MANet, build_model
+from manet_jax.run_record import load_config, report_suffix
 
 log = logging.getLogger(__name__)
 NAMED_STEPS = ("best", "latest")
@@ -43,7 +42,6 @@ class Run:
     workdir: Path
     checkpoint: Path | None = None  # <workdir>/checkpoints/<step>
     note: str = ""  # how the step was chosen, and any warning about it
-    _forward: Any = field(default=None, init=False, repr=False, compare=False)
 
     def predict(self, images, flip_tta: bool = False, normalized: bool = False) -> dict[str, np.ndarray]:
         """Numpy outputs for a batch of aligned face crops.
@@ -66,75 +64,11 @@ class Run:
             )
         mean = self.config.data.get("pixel_mean", preprocess.VGGFACE_MEAN_RGB)
         x = np.asarray(images, np.float32) if normalized else preprocess.normalize(images, mean)
-        if self._forward is None:
-            self._forward = _jitted_forward(self.model)
-        return {k: np.asarray(v) for k, v in jax.device_get(self._forward(self.params, x, flip_tta=flip_tta)).items()}
-
-
-@functools.lru_cache(maxsize=16)
-def _jitted_forward(model: MANet):
-    """One jitted forward per model definition (Linen modules compare by their fields), so
-    runs of the same architecture, e.g. cross-validation folds, compile it only once."""
-    return jax.jit(_forward_fn(model), static_argnames="flip_tta")
-
-
-def _forward_fn(model: MANet):
-    def forward(params, images, flip_tta: bool):
-        out, log_probs = evaluation.class_log_probs(model, params, images, flip_tta)
-        if flip_tta:
-            out["logits"] = log_probs
-        out["probabilities"] = jnp.exp(log_probs)
-        return out
-
-    return forward
+        forward = evaluation.jitted_forward(self.model, 2, flip_tta)  # evaluation's, compiled once per model
+        return {k: np.asarray(v) for k, v in jax.device_get(forward(self.params, {"image": x})).items()}
 
 
 # ------------------------------------------------------------------------------ loading
-def _tuples(value):
-    """JSON arrays back to the (nested) tuples the config files use."""
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def _merge(base: ml_collections.ConfigDict, stored: dict) -> None:
-    for key, value in stored.items():
-        if isinstance(value, dict):
-            if not isinstance(base.get(key), ml_collections.ConfigDict):
-                base[key] = ml_collections.ConfigDict()
-            _merge(base[key], value)
-            continue
-        try:
-            base[key] = _tuples(value)
-        except TypeError:  # the default has another type (e.g. None): the stored value wins
-            with base.ignore_type():
-                base[key] = _tuples(value)
-
-
-def load_config(workdir) -> ml_collections.ConfigDict:
-    """<workdir>/config.json as written by training, on top of the package's defaults.
-
-    That file is all a restore needs (not the repository's configs/). Keys added to the
-    project after the run was trained take their defaults, so old workdirs stay loadable;
-    JSON arrays come back as tuples. A run from before data.cache_dir existed used
-    data.data_dir as its prepared-data cache: that is carried over.
-    """
-    path = Path(workdir).absolute() / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path.parent} has no config.json: not a workdir written by train.py (or pass a config explicitly)"
-        )
-    try:
-        stored = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err})") from None
-    data = stored.get("data", {})
-    if "data_dir" in data and "cache_dir" not in data:
-        data["cache_dir"], data["data_dir"] = data["data_dir"], ""
-    data_set = data.get("name", "synthetic")
-    config = defaults.get_config(data_set if data_set in defaults.DATA_SETS else "synthetic")
-    _merge(config, stored)
-    return config
-
-
 def _choose_step(ckpts: Checkpoints, step, workdir: Path) -> tuple[int, str]:
     steps = ckpts.all_steps()
     if not steps:
@@ -186,9 +120,9 @@ def load_run(workdir, step: int | str = "best", config: ml_collections.ConfigDic
     """
     workdir = Path(workdir).absolute()
     config = load_config(workdir) if config is None else config
-    if config.model.variant == "hog_svm":
+    if run_record.kind_of(config.model.variant) != "network":
         raise ValueError(
-            f"{workdir} is a hog_svm run (HOG + linear SVM, no network): load it with manet_jax.classical.load_model"
+            f"{workdir} is a {config.model.variant} run (no network): load it with manet_jax.classical.load_model"
         )
     model = build_model(config.model)
     directory = workdir / "checkpoints"
@@ -271,18 +205,6 @@ def evaluate_split(run: Run, split, batch_size: int | None = None, flip_tta: boo
     return metrics.summarize(confusion, names), predictions
 
 
-def report_suffix(
-    split: str = "test", flip_tta: bool = False, step: int | str = "best", chosen: int | None = None
-) -> str:
-    """'' for the defaults, else e.g. '_train_tta' or '_step1100': nothing is overwritten silently."""
-    parts = [] if split == "test" else [split]
-    if flip_tta:
-        parts.append("tta")
-    if step != "best":
-        parts.append(f"step{chosen if chosen is not None else step}")
-    return "".join(f"_{p}" for p in parts)
-
-
 def evaluate_workdir(
     workdir,
     step: int | str = "best",
@@ -300,15 +222,10 @@ def evaluate_workdir(
     cross-validation fold is evaluated on exactly its own test subjects. File names get
     report_suffix(...) unless `suffix` is given. Returns the summary
     written to metrics.json, with the written file paths under 'files'.
-    A hog_svm workdir goes to classical.evaluate_workdir (same fields, same report code).
+    A network's workdir only: runs.evaluate_workdir takes any kind of run to its own code.
     """
-    from manet_jax import classical
     from manet_jax.data import datasets
 
-    if (load_config(workdir) if config is None else config).model.variant == classical.VARIANT:
-        if jax.process_count() > 1:
-            raise ValueError(f"{workdir} is a hog_svm run (one CPU, no devices): evaluate it in one process")
-        return classical.evaluate_workdir(workdir, step, split, flip_tta, batch_size, config, png, suffix, log)
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
     start = time.time()

@@ -7,6 +7,7 @@ import), so a wrong variant, class count or width is named leaf by leaf, not as 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -71,3 +72,40 @@ def compare(expected: Any, found: Any) -> Report:
         missing={p: e for p, e in want.items() if p not in have},
         unexpected={p: f for p, f in have.items() if p not in want},
     )
+
+
+def refuse_prng_keys(tree: Any, what: str) -> None:
+    """A TypeError naming every PRNG key object of ``tree`` (orbax cannot save them; key_data can)."""
+    bad = [
+        path_str(p)
+        for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+        if jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key)
+    ]
+    if bad:
+        raise TypeError(
+            f"{what} holds PRNG key object(s) at {', '.join(bad)}: save jax.random.key_data(key) "
+            "(uint32) and rebuild the key with jax.random.wrap_key_data after restoring."
+        )
+
+
+def jsonable(tree: Mapping, name: str) -> dict:
+    """A plain-JSON copy (numpy/jax numbers become Python ones); a TypeError names the entry."""
+
+    def plain(path, x):
+        where = f"{name}/{path_str(path)}"
+        if not all(isinstance(getattr(k, "key", ""), str) for k in path):
+            raise TypeError(f"{where}: JSON keys must be strings.")
+        if isinstance(x, (np.ndarray, np.generic, jax.Array)):
+            return np.asarray(x).tolist()
+        if isinstance(x, (bool, int, float, str)):
+            return x
+        raise TypeError(f"{where}: a {type(x).__name__} is not JSON (use dicts, lists, str, numbers, bool, None).")
+
+    return jax.tree_util.tree_map_with_path(plain, dict(tree))
+
+
+def abstract(tree: Any) -> Any:
+    """ShapeDtypeStructs on the leaf's own sharding, else on the first local device."""
+    default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    own = lambda x: x.sharding if isinstance(getattr(x, "sharding", None), jax.sharding.Sharding) else default  # noqa: E731
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(*spec(x), sharding=own(x)), tree)

@@ -10,8 +10,13 @@ never guess it. Workdirs trained before run.json existed get a record from their
 alone when that is unambiguous (`legacy`); train.py on such a workdir (a finished run is only
 re-evaluated) writes the file.
 
-A leaf module: it imports only manet_jax.atomic and, inside functions, the data modules that
-hold fixed class names and the alignment settings.
+It is also where a workdir's other facts are read: its config (`load_config`, config.json on
+top of the defaults), the kind of its run (`kind_of`: a network, or the classical baseline
+`hog_svm`; manet_jax/runs.py sends each kind to the code that fits and evaluates it) and the
+suffix of its report files (`report_suffix`).
+
+A leaf module: it imports only manet_jax.atomic and manet_jax.defaults and, inside functions,
+the data modules that hold fixed class names and the alignment settings.
 """
 
 from __future__ import annotations
@@ -19,11 +24,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from manet_jax import atomic
+import ml_collections
+
+from manet_jax import atomic, defaults
 
 FILE = "run.json"
 SCHEMA = 1
 KINDS = ("network", "classical")
+CLASSICAL_VARIANT = "hog_svm"  # HOG + linear SVM (manet_jax/classical.py); every other variant is a network
+CLASSICAL_DIR = CLASSICAL_VARIANT  # <workdir>/hog_svm/ holds the classical baseline's fitted model
 REQUIRED = (
     "schema",
     "kind",
@@ -35,6 +44,68 @@ REQUIRED = (
     "input_size",
     "preprocessing",
 )
+
+
+def kind_of(variant: str) -> str:
+    """'classical' for the classical baseline's variant, 'network' for every model variant."""
+    return "classical" if variant == CLASSICAL_VARIANT else "network"
+
+
+def report_suffix(
+    split: str = "test", flip_tta: bool = False, step: int | str = "best", chosen: int | None = None
+) -> str:
+    """'' for the defaults, else e.g. '_train_tta' or '_step1100': nothing is overwritten silently."""
+    parts = [] if split == "test" else [split]
+    if flip_tta:
+        parts.append("tta")
+    if step != "best":
+        parts.append(f"step{chosen if chosen is not None else step}")
+    return "".join(f"_{p}" for p in parts)
+
+
+def _tuples(value):
+    """JSON arrays back to the (nested) tuples the config files use."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _merge(base: ml_collections.ConfigDict, stored: dict) -> None:
+    for key, value in stored.items():
+        if isinstance(value, dict):
+            if not isinstance(base.get(key), ml_collections.ConfigDict):
+                base[key] = ml_collections.ConfigDict()
+            _merge(base[key], value)
+            continue
+        try:
+            base[key] = _tuples(value)
+        except TypeError:  # the default has another type (e.g. None): the stored value wins
+            with base.ignore_type():
+                base[key] = _tuples(value)
+
+
+def load_config(workdir) -> ml_collections.ConfigDict:
+    """<workdir>/config.json as written by training, on top of the package's defaults.
+
+    That file is all a restore needs (not the repository's configs/). Keys added to the
+    project after the run was trained take their defaults, so old workdirs stay loadable;
+    JSON arrays come back as tuples. A run from before data.cache_dir existed used
+    data.data_dir as its prepared-data cache: that is carried over.
+    """
+    path = Path(workdir).absolute() / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path.parent} has no config.json: not a workdir written by train.py (or pass a config explicitly)"
+        )
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+    data = stored.get("data", {})
+    if "data_dir" in data and "cache_dir" not in data:
+        data["cache_dir"], data["data_dir"] = data["data_dir"], ""
+    data_set = data.get("name", "synthetic")
+    config = defaults.get_config(data_set if data_set in defaults.DATA_SETS else "synthetic")
+    _merge(config, stored)
+    return config
 
 
 def path(workdir) -> Path:
@@ -81,8 +152,9 @@ def check(record, source="run record") -> None:
         raise ValueError(f"{source}: num_classes={record['num_classes']!r} but {len(names)} class names {names}")
 
 
-def record_for(config, class_names, kind: str = "network") -> dict:
-    """The record of a run of `config` trained on data whose label order is `class_names`."""
+def record_for(config, class_names, kind: str | None = None) -> dict:
+    """The record of a run of `config` trained on data whose label order is `class_names`
+    (`kind`: kind_of(config.model.variant) unless given)."""
     from manet_jax.data import align
 
     d = config.data
@@ -104,7 +176,7 @@ def record_for(config, class_names, kind: str = "network") -> dict:
             preprocessing[key] = d[key] if isinstance(d[key], str | int | float | bool) else str(d[key])
     record = {
         "schema": SCHEMA,
-        "kind": kind,
+        "kind": kind or kind_of(config.model.variant),
         "variant": str(config.model.variant),
         "data_set": str(d.name),
         "synthetic": _synthetic(d),
@@ -128,7 +200,7 @@ def fixed_class_names(data_set: str) -> tuple[str, ...] | None:
     return {"synthetic": synthetic.CLASS_NAMES, "ckplus": ckplus.CLASS_NAMES, "rafdb": rafdb.CLASS_NAMES}.get(data_set)
 
 
-def legacy(config, kind: str = "network") -> dict | None:
+def legacy(config, kind: str | None = None) -> dict | None:
     """A record from config.json alone, for runs trained before run.json: when config.data.class_names
     is given, or the data set's classes are fixed. None when that leaves the names unknown (a
     folder data set named by its sorted class folders)."""
@@ -138,7 +210,7 @@ def legacy(config, kind: str = "network") -> dict | None:
     return {**record_for(config, names, kind), "legacy": "built from config.json: no run.json in the workdir"}
 
 
-def resolve(workdir, config, kind: str = "network") -> dict:
+def resolve(workdir, config, kind: str | None = None) -> dict:
     """What readers use: <workdir>/run.json, else `legacy(config)` (config = the workdir's
     config.json); a ValueError that says how to record it when neither names the classes."""
     try:

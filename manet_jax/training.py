@@ -383,15 +383,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     Returns the final evaluation on the test split. One process writes a workdir at a time:
     a second one stops at once, naming the first (manet_jax/locking.py).
     """
-    if config.model.variant == "hog_svm":  # the classical baseline has no steps to train
-        from manet_jax import classical
-
-        return classical.train_and_evaluate(config, workdir)
+    if run_record.kind_of(config.model.variant) != "network":  # runs.train_and_evaluate takes every kind
+        raise ValueError(f"{config.model.variant!r} is not a network: train it with manet_jax.runs.train_and_evaluate")
     workdir = Path(workdir).absolute()  # orbax wants absolute paths
     validate_config(config)
-    if (workdir / "hog_svm").exists():
+    if (fitted := workdir / run_record.CLASSICAL_DIR).exists():
         raise ValueError(
-            f"{workdir} holds a hog_svm fit ({workdir / 'hog_svm'}); train "
+            f"{workdir} holds a {run_record.CLASSICAL_VARIANT} fit ({fitted}); train "
             f"{config.model.variant!r} in another --workdir"
         )
     main_process_only = locking.exclusive(workdir) if jax.process_index() == 0 else contextlib.nullcontext()

@@ -15,7 +15,7 @@ from skimage.feature import hog
 from configs import folder as folder_config
 from configs import synthetic as synthetic_config
 from configs.default import get_config
-from manet_jax import classical, crossval, inference, metrics, run_record, training
+from manet_jax import classical, crossval, inference, metrics, run_record, runs, training
 from manet_jax.data import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,7 +167,7 @@ def test_train_and_evaluate_reports_what_the_model_predicts(hog_run):
 
 
 def test_metrics_json_has_the_networks_fields(hog_run, tmp_path, monkeypatch):
-    """The network's keys come from inference.evaluate_workdir itself, with the model stubbed out."""
+    """The network's keys come from inference.evaluate_workdir itself (through runs), with the model stubbed out."""
     cfg, workdir, _, _ = hog_run
     net_dir = tmp_path / "net"
     net_dir.mkdir()
@@ -190,8 +190,8 @@ def test_metrics_json_has_the_networks_fields(hog_run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(inference, "load_run", lambda *a, **k: run)
     monkeypatch.setattr(inference, "evaluate_split", perfect)
-    network = inference.evaluate_workdir(net_dir, png=False, log=quiet)
-    ours = inference.evaluate_workdir(workdir, png=False, log=quiet)  # dispatched by the variant
+    network = runs.evaluate_workdir(net_dir, png=False, log=quiet)  # to inference.evaluate_workdir
+    ours = runs.evaluate_workdir(workdir, png=False, log=quiet)  # dispatched by the variant
     net_keys = set(json.loads(Path(network["files"]["metrics"]).read_text()))
     assert set(json.loads(Path(ours["files"]["metrics"]).read_text())) == net_keys
     assert set(ours) == set(network)
@@ -270,7 +270,7 @@ def test_cross_validation_over_an_image_folder_then_resume(tmp_path, monkeypatch
 
 
 def test_cli_cv_and_train_accept_hog_svm(tmp_path):
-    """The command lines (eval.py goes through inference.evaluate_workdir, tested above)."""
+    """The command lines (eval.py goes through runs.evaluate_workdir, tested above)."""
     fixtures.make_image_folder(tmp_path / "faces")
     config_file = tmp_path / "hog_folder.py"
     config_file.write_text(

@@ -143,7 +143,8 @@ def test_run_record_is_a_leaf_and_nothing_guesses():
             imported |= {f"{node.module}.{a.name}" for a in node.names}
         elif isinstance(node, ast.Import):
             imported |= {a.name for a in node.names if a.name.startswith("manet_jax")}
-    allowed = {"atomic"} | {f"data.{m}" for m in ("align", "ckplus", "rafdb", "synthetic")}
+    # defaults: what load_config reads config.json on top of (itself importing only regions)
+    allowed = {"atomic", "defaults"} | {f"data.{m}" for m in ("align", "ckplus", "rafdb", "synthetic")}
     assert imported <= {f"manet_jax.{m}" for m in allowed}, imported
     for module in ("inference", "export", "predict"):
         assert "import_module" not in (ROOT / "manet_jax" / f"{module}.py").read_text(), module
