@@ -18,7 +18,7 @@ import fixtures
 import numpy as np
 import pytest
 
-from manet_jax import training
+from manet_jax import runs, training
 from manet_jax.data import align, ckplus, prepared, rafdb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -406,7 +406,7 @@ def test_a_second_writer_of_a_workdir_stops_at_once_naming_the_first(tmp_path):
             training.train_and_evaluate(cfg, tmp_path)
         cfg.model.variant = "hog_svm"  # the classical baseline takes the same lock
         with pytest.raises(OSError, match=f"{tmp_path} is in use by process {holder.pid}"):
-            training.train_and_evaluate(cfg, tmp_path)
+            runs.train_and_evaluate(cfg, tmp_path)
         assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]  # nothing else was touched
     finally:
         holder.kill()
