@@ -25,16 +25,9 @@ Table 1 layers need >= 87 px, sees the face resized to 96), 1/8 width, from scra
 the demo's convergence settings (docs/training_dynamics.md: AdamW with warm-up, the MA
 output scaled by N), data augmentation (crop jitter, rotation, brightness/contrast, flips),
 150 RASnet + 2,400 ERSnet steps at batch 24 (64 epochs of 900 faces; lr x0.1 after 1,800).
-Measured on the hard synthetic stand-in set (`python bench/synthetic_folder.py
---out=runs/synth_folder`, clean clone at 0294f4e; docs/results.md, "Small data sets on a CPU", has
-every fold): ten folds give vgg_se 74.9% +- 5.6, vgg 73.1% +- 4.6 and manet 70.2% +- 8.2 (no
-landmark files: template masks) against hog_svm's 58.8% +- 4.7 on 96 px crops (52.0% on the
-same 64 px ones). With --jobs=2 (two folds at once, one core each) ten folds take 17.5 min
-(vgg), 16.7 min (vgg_se) and 22.3 min (manet, whose step is ~1.3x vgg's) on 2 cores;
-one fold at a time on both cores they took 24, 27.5 and 34 min. The schedule is what the
-budget buys: at 1,600 steps (drop at 1,200) the networks were at 54-61%, about HOG; at 2,400
-the drop comes after the loss has left its plateau (docs/training_dynamics.md has the fold-1
-curves).
+Fold scores average each test face with its mirror (train.eval_flip_tta). What it gives on
+real faces (JAFFE) and on a synthetic stand-in, against hog_svm, with every fold and the
+time of ten folds on 2 cores: docs/results.md.
 """
 
 from manet_jax import defaults
@@ -68,5 +61,5 @@ def cpu(config):
     t.warmup_steps, t.lr_decay_every, t.lr_decay_factor = 30, 1800, 0.1
     t.eval_every = t.checkpoint_every = 400
     t.log_every = 25
-    t.eval_flip_tta = True  # fold scores average each face with its mirror (docs/results.md: +3.8 on JAFFE)
+    t.eval_flip_tta = True  # fold scores average each face with its mirror (+3.4-3.8 points on JAFFE)
     return config
