@@ -499,11 +499,18 @@ def check_data_fits_model(config, split) -> None:
 def restore_state(ckpts: Checkpoints, model: MANet, config, sharding, log) -> tuple[int, dict | None, int]:
     """(stage, state, step) of the newest checkpoint that verifies; (first stage, None, 0) when
     there is none. Each damaged step is named in one line; the damaged steps after the one
-    resumed are set aside (<step>.damaged), as the run saves those steps again."""
+    resumed are set aside (<step>.damaged), as the run saves those steps again. When none
+    verifies (e.g. the run was killed between its first save and that save's manifest), all
+    are set aside and the run starts again from step 0, saying so."""
     latest = ckpts.latest_step()
     if latest is None:
         return min(stage_bounds(config)), None, 0
-    step, verified = ckpts.newest_intact(log=log)
+    try:
+        step, verified = ckpts.newest_intact(log=log)
+    except DamagedCheckpointError:
+        moved = [ckpts.set_aside(s).name for s in ckpts.all_steps()]
+        log(f"no checkpoint in {ckpts.directory} verifies: starting from step 0 (set aside: {', '.join(moved)})")
+        return min(stage_bounds(config)), None, 0
     meta = ckpts.restore_meta(step)
     if meta.get("variant") != config.model.variant:
         raise ValueError(

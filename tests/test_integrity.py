@@ -181,6 +181,22 @@ def test_a_resumed_run_falls_back_sets_the_damaged_step_aside_and_ends_as_before
     jax.tree.map(np.testing.assert_array_equal, a, b)  # trained again, bit-identical
 
 
+def test_a_run_none_of_whose_steps_verify_starts_again_and_ends_as_before(run, capsys):
+    """A kill between a run's first save and that save's manifest leaves no step that verifies:
+    the run sets them aside and trains from step 0, bit-identical to the uninterrupted run."""
+    cfg, original, workdir = run
+    for step in (1, 2):
+        os.remove(workdir / "checkpoints" / str(step) / "sha256.json")
+    training.train_and_evaluate(cfg, workdir)
+    out = capsys.readouterr().out
+    assert f"no checkpoint in {workdir / 'checkpoints'} verifies: starting from step 0 (set aside: " in out
+    assert (workdir / "checkpoints" / "1.damaged").is_dir() and (workdir / "checkpoints" / "2.damaged").is_dir()
+    with Checkpoints(workdir / "checkpoints", read_only=True) as ckpts:
+        assert ckpts.all_steps() == [1, 2] and ckpts.verify(2)
+    a, b = restore_params(workdir / "checkpoints", 2), restore_params(original / "checkpoints", 2)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
 def test_the_last_good_checkpoint_named_after_a_nan_is_one_that_verifies(run):
     cfg, _, workdir = run
     flip_bytes(biggest_data_file(workdir / "checkpoints" / "2"))

@@ -15,7 +15,7 @@ import pytest
 
 from configs import synthetic as synthetic_config
 from manet_jax import training
-from manet_jax.checkpoints import CheckpointMismatchError, Checkpoints, restore_params
+from manet_jax.checkpoints import CheckpointMismatchError, Checkpoints, DamagedCheckpointError, restore_params
 from manet_jax.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,11 +270,15 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     with Checkpoints(killed / "checkpoints", read_only=True) as ckpts:
-        saved = ckpts.latest_step()
-    assert saved is not None and saved < 12
+        assert ckpts.latest_step() is not None and ckpts.latest_step() < 12
+        try:  # the kill may land between a save and its manifest: that step does not verify
+            saved = ckpts.newest_intact()[0]
+        except DamagedCheckpointError:
+            saved = 0
     resumed = subprocess.run(_train_cmd(killed), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resumed from step {saved}" in resumed.stdout + resumed.stderr
+    said = resumed.stdout + resumed.stderr
+    assert f"resumed from step {saved}" in said if saved else "verifies: starting from step 0" in said, said[-2000:]
     records = read_metrics(killed)
     assert [r["step"] for r in records if "loss" in r and r["step"] > saved] == list(range(saved + 1, 13))
     full = subprocess.run(_train_cmd(whole), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
