@@ -21,6 +21,17 @@ class InUseError(OSError):
     """Another live process holds the lock."""
 
 
+def _flocked(fd) -> bool:
+    """Take an exclusive flock on `fd` without waiting: False when another process holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def exclusive(directory, what: str = "workdir"):
     """Hold `<directory>/.lock` for the block; raises InUseError naming the holder at once."""
@@ -31,11 +42,7 @@ def exclusive(directory, what: str = "workdir"):
     path = directory / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
+        if not _flocked(fd):
             holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
             pid, _, host = holder.partition("@")
             raise InUseError(
@@ -56,11 +63,7 @@ def exclusive_folder(directory, what: str = "folder"):
     another process holds it. The kernel releases it when the holder dies."""
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
+        if not _flocked(fd):
             raise InUseError(
                 f"{directory} is being written by another process (this {what} has one writer at a time)"
             ) from None

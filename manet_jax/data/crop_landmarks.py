@@ -58,43 +58,29 @@ DEFAULT_DETECTOR = "hog"  # config.data.detector's default (defaults.py)
 # 'detect' split records about its detector (data/datasets.py), so that a prepared split opens
 # without dlib. Preparation checks that the detector it makes still says this
 # (tests/test_detect_landmarks.py too): a detector whose settings change names a new cache.
+_HOG = {
+    "name": "hog",
+    "detector": "dlib HOG frontal face detector",
+    "landmarks": "shape_predictor_68_face_landmarks.dat",
+    "upsample": 0,
+    "threshold": 0.0,
+}
+_CNN = {  # CnnDetector(hog_pass=False); the 'cnn' detector adds its HOG pass
+    "name": "cnn",
+    "detector": "dlib CNN (MMOD) face detector",
+    "landmarks": "shape_predictor_68_face_landmarks.dat",
+    "max_side": 800,
+    "upsample": 0,
+    "min_score": 0.0,
+}
 DETECTOR_DESCRIPTIONS = {
-    "hog": {
-        "name": "hog",
-        "detector": "dlib HOG frontal face detector",
-        "landmarks": "shape_predictor_68_face_landmarks.dat",
-        "upsample": 0,
-        "threshold": 0.0,
-    },
-    "cnn": {
-        "name": "cnn",
-        "detector": "dlib CNN (MMOD) face detector + HOG at full size",
-        "landmarks": "shape_predictor_68_face_landmarks.dat",
-        "max_side": 800,
-        "upsample": 0,
-        "min_score": 0.0,
-    },
+    "hog": _HOG,
+    "cnn": {**_CNN, "detector": _CNN["detector"] + " + HOG at full size"},
     "none": {
         "name": "none",
         "detector": "none: the whole image is the face",
         "landmarks": "shape_predictor_68_face_landmarks.dat on the face HOG or CNN finds in it, else the template",
-        "inside": {
-            "hog": {
-                "name": "hog",
-                "detector": "dlib HOG frontal face detector",
-                "landmarks": "shape_predictor_68_face_landmarks.dat",
-                "upsample": 0,
-                "threshold": 0.0,
-            },
-            "cnn": {
-                "name": "cnn",
-                "detector": "dlib CNN (MMOD) face detector",
-                "landmarks": "shape_predictor_68_face_landmarks.dat",
-                "max_side": 800,
-                "upsample": 0,
-                "min_score": 0.0,
-            },
-        },
+        "inside": {"hog": _HOG, "cnn": _CNN},
     },
 }
 # The key the 'hog' detector had when it was the only one: kept, so its caches keep their names.
