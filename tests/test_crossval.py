@@ -217,6 +217,21 @@ def _live_workers(root) -> list[int]:
     return pids
 
 
+def _running(pids) -> list[int]:
+    """Those of `pids` not yet dead. Read from /proc/<pid>/stat, which lasts until the process is
+    reaped: an exiting process drops its memory (and with it its cmdline, which _live_workers
+    matches) before it closes its files, so its workdir lock outlives its cmdline for a moment."""
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
 def test_cv_jobs_workers_die_with_their_parent_and_leave_no_lock(tmp_path):
     """Issue 28 (4): SIGTERM, SIGINT or SIGKILL of the parent used to leave its --jobs workers
@@ -236,20 +251,23 @@ def test_cv_jobs_workers_die_with_their_parent_and_leave_no_lock(tmp_path):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        workers = []
         try:
             deadline = time.monotonic() + 120
             while len(_live_workers(root)) < 2 and time.monotonic() < deadline and parent.poll() is None:
                 time.sleep(0.2)
-            assert len(_live_workers(root)) == 2, f"the workers never started (parent exit {parent.poll()})"
+            workers = _live_workers(root)
+            assert len(workers) == 2, f"the workers never started (parent exit {parent.poll()})"
             time.sleep(2)  # well inside their runs (imports, data, the first steps)
             os.kill(parent.pid, signum)
             killed = time.monotonic()
-            while _live_workers(root) and time.monotonic() - killed < 10:
+            while _running(workers) and time.monotonic() - killed < 10:
                 time.sleep(0.1)
-            assert not _live_workers(root), f"workers alive 10 s after {signum.name} to the parent"
+            assert not _running(workers), f"workers alive 10 s after {signum.name} to the parent"
+            assert not _live_workers(root), "a worker of this root that was not there before the signal"
         finally:
-            for pid in _live_workers(root):  # never leave them behind, even when the test fails
-                os.kill(pid, signal.SIGKILL)
+            for pid in {*_live_workers(root), *_running(workers)}:
+                os.kill(pid, signal.SIGKILL)  # never leave them behind, even when the test fails
             parent.kill()
             parent.wait()
         for fold in (1, 2):  # a rerun is not refused by a dead worker's lock
