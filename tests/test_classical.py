@@ -10,10 +10,10 @@ import fixtures
 import ml_collections
 import numpy as np
 import pytest
+import tiny
 from skimage.feature import hog
 
 from configs import folder as folder_config
-from configs import synthetic as synthetic_config
 from configs.default import get_config
 from manet_jax import classical, crossval, inference, metrics, run_record, runs, training
 from manet_jax.data import datasets
@@ -131,11 +131,7 @@ def test_save_and_load_give_identical_predictions_without_pickle(tmp_path):
 
 # ------------------------------------------------------------------------------ workdirs
 def tiny_config(cache):
-    cfg = synthetic_config.get_config("tiny")
-    cfg.model.variant = classical.VARIANT
-    cfg.data.num_train = 42
-    cfg.data.cache_dir = str(cache)
-    return cfg
+    return tiny.tiny_config(classical.VARIANT, {"data.num_train": 42, "data.cache_dir": str(cache)})
 
 
 @pytest.fixture(scope="module")

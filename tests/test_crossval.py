@@ -12,26 +12,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import tiny_config_file
 
 from manet_jax import crossval, inference, training
 from manet_jax.data import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CONFIG_FILE = """
-from configs import synthetic
-
-
-def get_config():
-    c = synthetic.get_config("tiny")
-    c.model.variant = "vgg"
-    c.data.num_test = 20  # 60 faces of 12 subjects: 1-2 test subjects a fold
-    c.data.num_train_subjects, c.data.num_test_subjects = 8, 4
-    t = c.train
-    t.stage2_steps = 2
-    t.eval_every, t.log_every, t.checkpoint_every = 100, 100, 100
-    return c
-"""
+# cv.py's config: 60 faces of 12 subjects (1-2 test subjects a fold), 4 + 2 steps, few logs.
+CV_OVERRIDES = {
+    "data.num_test": 20,
+    "data.num_train_subjects": 8,
+    "data.num_test_subjects": 4,
+    "train.stage2_steps": 2,
+    "train.eval_every": 100,
+    "train.log_every": 100,
+    "train.checkpoint_every": 100,
+}
 
 
 def fake(variant, fold, confusion, names=("p", "q")):
@@ -69,8 +66,7 @@ def test_parse_folds():
 
 def run_cv_py(tmp_path, *flags, prefix=()):
     """cv.py on the tiny config (written to tmp_path) with root tmp_path/cv: (result, root)."""
-    config_path = tmp_path / "tiny_cv.py"
-    config_path.write_text(CONFIG_FILE)
+    config_path = tiny_config_file(tmp_path / "tiny_cv.py", "vgg", CV_OVERRIDES)
     root = tmp_path / "cv"
     command = [*prefix, sys.executable, "cv.py", f"--config={config_path}", f"--root={root}", "--variants=vgg", *flags]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600), root
@@ -240,8 +236,7 @@ def test_cv_jobs_workers_die_with_their_parent_and_leave_no_lock(tmp_path):
     signal), and every fold's workdir lock is free again."""
     from manet_jax import locking
 
-    config_path = tmp_path / "tiny_cv.py"
-    config_path.write_text(CONFIG_FILE)
+    config_path = tiny_config_file(tmp_path / "tiny_cv.py", "vgg", CV_OVERRIDES)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
         root = tmp_path / f"cv_{signum.name}"
         command = [sys.executable, "cv.py", f"--config={config_path}", f"--root={root}", "--variants=vgg"]

@@ -8,21 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from tiny import tiny_model_config
 
 from configs.default import get_config
 from manet_jax import training
 from manet_jax.data import prepared
 from manet_jax.models import MABlock, build_model
 
-SIZE = 96
-
-
-def tiny_model_config(variant="manet", **keys):
-    cfg = get_config().model
-    cfg.variant, cfg.input_size, cfg.width_multiplier, cfg.fc_units = variant, SIZE, 1 / 16, 64
-    for k, v in keys.items():
-        cfg[k] = v
-    return cfg
+SIZE = tiny_model_config().input_size
 
 
 @pytest.fixture(scope="module")

@@ -19,22 +19,13 @@ from manet_jax.data import align, datasets, synthetic
 from manet_jax.models import build_model
 
 
-def tiny_manet_config():
-    cfg = synthetic_config.get_config("tiny")
-    cfg.data.num_test = 23  # 23 test faces: batch 8 leaves a partial batch
-    t = cfg.train
-    t.stage1_steps, t.stage2_steps, t.log_every = 2, 2, 2
-    return cfg
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Checkpoints at step 2 (end of stage 1, no accuracy) and 4 (stage 2, with accuracy)."""
-    workdir = tmp_path_factory.mktemp("eval_run")
-    cfg = tiny_manet_config()
-    final = training.train_and_evaluate(cfg, workdir)
-    _, test = datasets.load_splits(cfg, workdir, log=lambda *_: None)
-    return cfg, workdir, final, test
+def trained(tiny_run):
+    """The shared manet run: checkpoints at step 2 (end of stage 1, no accuracy) and 4 (stage 2,
+    with accuracy); 23 test faces, so batch 8 leaves a partial batch."""
+    run = tiny_run("manet")
+    _, test = datasets.load_splits(run.config, run.workdir, log=lambda *_: None)
+    return run.config, run.workdir, run.final, test
 
 
 def test_every_example_once_and_same_as_a_per_example_loop(trained):

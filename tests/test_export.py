@@ -14,8 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import synthetic as synthetic_config
-from manet_jax import export, inference, preprocess, run_record, training
+from manet_jax import export, inference, preprocess, run_record
 from manet_jax.data import datasets
 
 TOLERANCE = 1e-5
@@ -25,22 +24,13 @@ OUTPUTS = {
 }
 
 
-def _train(workdir, variant):
-    cfg = synthetic_config.get_config("tiny")
-    cfg.model.variant = variant
-    cfg.train.stage1_steps, cfg.train.stage2_steps = 2, 2
-    training.train_and_evaluate(cfg, workdir)
-    _, test = datasets.load_splits(cfg, workdir, log=lambda *_: None)
-    return np.asarray(test.image[:5])
-
-
 @pytest.fixture(scope="module", params=["manet", "vgg"])
-def exported(request, tmp_path_factory):
-    """A tiny run of each variant, exported in all three formats (with the exporter's own check)."""
-    workdir = tmp_path_factory.mktemp(f"export_{request.param}")
-    faces = _train(workdir, request.param)
-    result = export.export_run(workdir, "all", log=lambda *_: None)
-    return request.param, workdir, Path(result["output"]), faces
+def exported(request, tiny_run):
+    """The shared tiny run of each variant, exported in all three formats (with the exporter's own check)."""
+    run = tiny_run(request.param)
+    _, test = datasets.load_splits(run.config, run.workdir, log=lambda *_: None)
+    result = export.export_run(run.workdir, "all", log=lambda *_: None)
+    return request.param, run.workdir, Path(result["output"]), np.asarray(test.image[:5])
 
 
 def _batches(faces, size):

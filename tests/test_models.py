@@ -96,6 +96,7 @@ def test_full_size_output_shapes_and_v():
 
 
 def test_width_multiplier_and_small_inputs(tiny_model_config):
+    tiny_model_config.fc_units, tiny_model_config.rasnet_hidden_units = 4096, 2048  # the paper's, / 16
     model = build_model(tiny_model_config)
     x = jnp.zeros((2, 96, 96, 3))
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)

@@ -13,8 +13,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from configs import synthetic as synthetic_config
-from manet_jax import defaults, faces, inference, run_record, training
+from manet_jax import defaults, faces, inference, run_record
 from manet_jax.data import align, synthetic
 from manet_jax.predict import Recognizer, batch_sizes, draw, drawing_size, run_class_names
 from manet_jax.regions import REGION_NAMES
@@ -23,12 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """configs/synthetic.py:tiny (96 px manet, 4 + 4 steps): seconds on a CPU."""
-    workdir = tmp_path_factory.mktemp("predict_run")
-    cfg = synthetic_config.get_config("tiny")
-    training.train_and_evaluate(cfg, workdir)
-    return cfg, workdir
+def trained(tiny_run):
+    """The shared tiny manet run (96 px, 2 + 2 steps): seconds on a CPU."""
+    run = tiny_run("manet")
+    return run.config, run.workdir
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tiny import tiny_config_file
 
 from manet_jax.data import align
 from manet_jax.predict import check_output_paths, drawing_names, photo_files, read_photo, read_photo_within
@@ -215,28 +216,14 @@ def test_batch_memory_is_estimated_and_ordinary_configs_pass():
 
 
 # ------------------------------------------------------------------ errors that name their culprit
-CV_CONFIG = """
-from configs import synthetic
-
-
-def get_config():
-    c = synthetic.get_config("tiny")
-    c.model.variant = "vgg"
-    c.data.num_test = 20
-    c.data.num_train_subjects, c.data.num_test_subjects = 8, 4
-    c.train.stage2_steps = 2
-    return c
-"""
-
-
 def test_errors_name_their_culprit_in_one_line(tmp_path):
     """Finding 9: `cv.py --step=abc` ("invalid literal for int()"), a fold_result.json that
     is truncated or holds [] (a traceback), a --workdir/--root or data_dir that is a file
     ("File exists", "does not exist"), a config file with a syntax error (57 lines)."""
     a_file = tmp_path / "a_file"
     a_file.write_text("not a folder")
-    config = tmp_path / "tiny_cv.py"
-    config.write_text(CV_CONFIG)
+    overrides = {"data.num_test": 20, "data.num_train_subjects": 8, "data.num_test_subjects": 4}
+    config = tiny_config_file(tmp_path / "tiny_cv.py", "vgg", {**overrides, "train.stage2_steps": 2})
     cv = ["cv.py", f"--config={config}", "--variants=vgg", "--folds=1"]
 
     out = run_tool(*cv, f"--root={tmp_path / 'cv'}", "--step=abc")

@@ -12,8 +12,8 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import tiny
 
-from configs import synthetic as synthetic_config
 from manet_jax import training
 from manet_jax.checkpoints import CheckpointMismatchError, Checkpoints, DamagedCheckpointError, restore_params
 from manet_jax.models import build_model
@@ -22,13 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(**train):
-    cfg = synthetic_config.get_config("tiny")
-    cfg.model.fc_units, cfg.model.rasnet_hidden_units = 512, 2048
-    t = cfg.train
-    t.stage1_learning_rate = 1e-4
-    for k, v in train.items():
-        t[k] = v
-    return cfg
+    """tiny.tiny_config with wider heads and a gentler stage-1 rate (these tests' runs), and train keys."""
+    model = {"model.fc_units": 512, "model.rasnet_hidden_units": 2048, "train.stage1_learning_rate": 1e-4}
+    return tiny.tiny_config("manet", {**model, **{f"train.{k}": v for k, v in train.items()}})
 
 
 def read_metrics(workdir):

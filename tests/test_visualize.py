@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+from tiny import tiny_config
 
 from manet_jax import visualize as vis
 from manet_jax.models import build_model, init_variables
@@ -21,17 +22,8 @@ from manet_jax.models import build_model, init_variables
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiny_config(variant):
-    """conftest's tiny_model_config (96 px, width 1/16) as a full config, usable outside fixtures."""
-    from configs.default import get_config
-
-    cfg = get_config()
-    cfg.model.variant, cfg.model.input_size, cfg.model.width_multiplier = variant, 96, 1 / 16
-    return cfg
-
-
 @functools.cache
-def tiny(variant):
+def tiny_network(variant):
     """(config, model, params, two random uint8 images), built once per variant."""
     cfg = tiny_config(variant)
     model = build_model(cfg.model)
@@ -40,9 +32,18 @@ def tiny(variant):
     return cfg, model, params, images
 
 
-def test_tiny_model_config_matches_conftest(tiny_model_config):
-    cfg = tiny_config("manet").model
-    assert (cfg.input_size, cfg.width_multiplier) == (tiny_model_config.input_size, tiny_model_config.width_multiplier)
+def test_the_tests_tiny_config_is_configs_synthetic_tiny(tiny_model_config):
+    """One tiny config for every test: configs/synthetic.py:tiny, the variant and named keys set;
+    a key that does not exist is refused, not added."""
+    from configs import synthetic
+
+    reference = synthetic.get_config("tiny")
+    assert tiny_model_config.to_dict() == reference.model.to_dict()
+    vgg = tiny_config("vgg", {"train.stage2_steps": 3, "data.num_test": 23})
+    reference.model.variant, reference.train.stage2_steps, reference.data.num_test = "vgg", 3, 23
+    assert vgg.to_dict() == reference.to_dict()
+    with pytest.raises(KeyError, match="train.stage_2_steps"):
+        tiny_config("vgg", {"train.stage_2_steps": 3})
 
 
 def _head_conv5(p, a):
@@ -70,7 +71,7 @@ def _numpy_cam(acts, grads):
 # pool4 on vgg only: the hand-built rest of the network has no MA block.
 @pytest.mark.parametrize("variant, layer", [("vgg", "conv5"), ("manet", "conv5"), ("vgg", "pool4")])
 def test_grad_cam_equals_a_hand_split_network(variant, layer):
-    cfg, model, params, images = tiny(variant)
+    cfg, model, params, images = tiny_network(variant)
     x = vis._model_input(images)
     _, state = model.apply({"params": params}, x, mutable=["intermediates"])
     acts = state["intermediates"]["ersnet"][layer][0]
@@ -92,7 +93,7 @@ def test_grad_cam_equals_a_hand_split_network(variant, layer):
 
 
 def test_all_zero_cam_stays_zero():
-    cfg, model, params, images = tiny("vgg")
+    cfg, model, params, images = tiny_network("vgg")
     dead = jax.tree.map(lambda a: a, params)  # conv5_3 outputs ReLU(-1) = 0: no evidence, no 0/0
     dead["ersnet"]["conv5_3"] = {
         "kernel": jnp.zeros_like(params["ersnet"]["conv5_3"]["kernel"]),
@@ -175,7 +176,7 @@ def test_guided_model_swaps_every_relu_of_the_model_family(tiny_model_config):
 
 @pytest.mark.parametrize("variant", ["vgg", "manet"])
 def test_explain_and_figure_grid_write_a_png_of_the_expected_size(variant, tmp_path):
-    cfg, model, params, images = tiny(variant)
+    cfg, model, params, images = tiny_network(variant)
     out = vis.explain(model, params, images)
     assert out["guided"].shape == (2, 96, 96, 3) and out["cam"].shape == (2, 96, 96)
     np.testing.assert_array_equal(out["target"], out["predicted"])
@@ -205,26 +206,8 @@ def test_overlays_keep_the_image_size_and_dtype():
     np.testing.assert_array_equal(vis.overlay(image, np.zeros((32, 32)), alpha=0.0), image)
 
 
-def _fake_run(workdir: Path, variant: str):
-    """A workdir as train.py leaves it (config.json + one checkpoint), with untrained params."""
-    from manet_jax.checkpoints import Checkpoints
-
-    cfg = tiny_config(variant)
-    cfg.model.fc_units = 64
-    d = cfg.data
-    d.num_train, d.num_test, d.num_train_subjects, d.num_test_subjects = 7, 14, 2, 2
-    workdir.mkdir(parents=True)
-    (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
-    params = init_variables(build_model(cfg.model), jax.random.key(0))["params"]
-    with Checkpoints(workdir / "checkpoints") as ckpts:
-        ckpts.save(2, {"params": params}, {"variant": variant, "stage": 2}, metrics={"eval_accuracy": 0.5})
-
-
-def test_cli_writes_the_picture(tmp_path):
-    if not (ROOT / "manet_jax" / "inference.py").is_file():
-        pytest.skip("manet_jax/inference.py (load_run) is not there yet")
-    workdir = tmp_path / "run"
-    _fake_run(workdir, "vgg")  # the manet panels are covered above
+def test_cli_writes_the_picture(tiny_run, tmp_path):
+    workdir = tiny_run("vgg").copy_to(tmp_path / "run")  # the manet panels are covered above
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     cmd = [sys.executable, "visualize.py", f"--workdir={workdir}", "--num_images=3"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -232,4 +215,4 @@ def test_cli_writes_the_picture(tmp_path):
     with Image.open(workdir / "eval" / "pictures.png") as png:
         assert png.size == (3 * 160, 3 * 160)
     info = json.loads(next((workdir / "data").glob("*/test/info.json")).read_text())
-    assert info["num_examples"] == 14
+    assert info["num_examples"] == 23
