@@ -34,3 +34,11 @@ def tiny_model_config():
 def tiny_run(tmp_path_factory):
     """tiny_run(variant="manet", steps=(2, 2)) -> tiny.TinyRun, trained once per session and shared."""
     return tiny.TinyRuns(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_run(tmp_path_factory):
+    """tiny.UninterruptedRun: the reference the kill-and-resume tests end bit-identical to."""
+    run = tiny.UninterruptedRun(tmp_path_factory.mktemp("uninterrupted") / "run")
+    yield run
+    run.stop()

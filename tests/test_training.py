@@ -227,35 +227,14 @@ def test_nan_is_caught_before_a_checkpoint_between_log_lines(tmp_path):
 
 
 def _train_cmd(workdir):
-    return [
-        sys.executable,
-        "train.py",
-        "--config=configs/synthetic.py",
-        f"--workdir={workdir}",
-        "--config.model.input_size=96",
-        "--config.model.width_multiplier=0.0625",
-        "--config.model.fc_units=512",
-        "--config.data.num_train=40",
-        "--config.data.num_test=16",
-        "--config.data.num_train_subjects=6",
-        "--config.data.num_test_subjects=3",
-        "--config.train.batch_size=8",
-        "--config.train.eval_batch_size=8",
-        "--config.train.stage1_steps=6",
-        "--config.train.stage2_steps=6",
-        "--config.train.checkpoint_every=2",
-        "--config.train.eval_every=6",
-        "--config.train.log_every=1",
-        "--config.train.stage1_learning_rate=1e-4",
-        "--config.train.stage2_learning_rate=1e-3",
-        "--config.train.progress_bar=False",
-    ]
+    return tiny.train_py_command(workdir, tiny.KILLED_RUN)
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
+def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, uninterrupted_run):
+    uninterrupted_run.start()  # trains beside this test's run
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    killed = tmp_path / "killed"
     proc = subprocess.Popen(_train_cmd(killed), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -277,8 +256,7 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
     assert f"resumed from step {saved}" in said if saved else "verifies: starting from step 0" in said, said[-2000:]
     records = read_metrics(killed)
     assert [r["step"] for r in records if "loss" in r and r["step"] > saved] == list(range(saved + 1, 13))
-    full = subprocess.run(_train_cmd(whole), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert full.returncode == 0, full.stderr[-3000:]
+    whole = uninterrupted_run.finished()
     a, b = restore_params(killed / "checkpoints"), restore_params(whole / "checkpoints")
     jax.tree.map(np.testing.assert_array_equal, a, b)
 

@@ -2,17 +2,23 @@
 
 `tiny_config` is configs/synthetic.py:tiny (96 px, width 1/16, 64 fc units, 40 + 21 synthetic
 faces, batch 8), with a variant and `section.key` overrides, as `--config.section.key=` sets
-them on the command line; `tiny_model_config` is its model part; `tiny_config_file` writes the
-same for cv.py and train.py. `TinyRuns` (conftest's session fixture `tiny_run`) trains each
-(variant, steps) once and hands the same run to the eval, predict, export and visualize tests:
-they read it, and a test that changes a run works on a copy (`TinyRun.copy_to`).
+them on the command line; `tiny_model_config` is its model part; `tiny_config_file` and
+`train_py_command` hand the same to cv.py and train.py. Session fixtures (conftest.py) share the
+runs: `tiny_run` trains each (variant, steps) once for the eval, predict, export and visualize
+tests, which read it (a test that changes a run works on a copy, `TinyRun.copy_to`);
+`uninterrupted_run` is the reference every kill-and-resume test ends bit-identical to.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # What the shared runs add to the tiny config: 23 test faces leave a partial batch of 8.
 SHARED_RUN = {"data.num_test": 23}
@@ -84,3 +90,52 @@ class TinyRuns:
             final = training.train_and_evaluate(config, workdir)
             self._runs[key] = TinyRun(config, workdir, final)
         return self._runs[key]
+
+
+def train_py_command(workdir: Path, overrides: dict | None = None) -> list[str]:
+    """train.py on configs/synthetic.py:tiny with `overrides` as --config.section.key= flags."""
+    flags = [f"--config.{key}={value}" for key, value in (overrides or {}).items()]
+    return [sys.executable, "train.py", "--config=configs/synthetic.py:tiny", f"--workdir={workdir}", *flags]
+
+
+# The run that kill-and-resume tests interrupt: 6 + 6 steps, a checkpoint every 2, wider heads.
+KILLED_RUN = {
+    "model.fc_units": 512,
+    "model.rasnet_hidden_units": 2048,
+    "data.num_test": 16,
+    "train.stage1_steps": 6,
+    "train.stage2_steps": 6,
+    "train.checkpoint_every": 2,
+    "train.eval_every": 6,
+    "train.stage1_learning_rate": 1e-4,
+    "train.stage2_learning_rate": 1e-3,
+}
+
+
+class UninterruptedRun:
+    """KILLED_RUN trained by train.py without a kill: what every killed-and-resumed run must end
+    bit-identical to. Started once, in the background, by the first test that needs it (so it
+    trains while that test kills and resumes its own), and shared by the others."""
+
+    def __init__(self, workdir: Path):
+        self.workdir, self._proc, self._log = Path(workdir), None, Path(workdir).with_suffix(".log")
+
+    def start(self) -> None:
+        if self._proc is None:
+            env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+            with open(self._log, "w") as log:
+                self._proc = subprocess.Popen(
+                    train_py_command(self.workdir, KILLED_RUN), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                )
+
+    def finished(self, timeout: float = 600) -> Path:
+        """The workdir, once train.py has exited 0."""
+        self.start()
+        rc = self._proc.wait(timeout=timeout)
+        assert rc == 0, f"the uninterrupted run exited {rc}:\n{self._log.read_text()[-3000:]}"
+        return self.workdir
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
