@@ -12,16 +12,20 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # subprocess it starts (train.py, cv.py, notebooks): the same tiny networks are compiled in many
 # tests (a tiny run: 4.9 s, 1.8 s with its executables cached). Every executable is kept, however
 # fast it compiled. Fresh per session, so no test depends on files of an earlier session.
-_COMPILATION_CACHE = tempfile.mkdtemp(prefix="manet_jax_tests_xla_")
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _COMPILATION_CACHE)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# pytest-xdist's workers inherit the controller's cache; only the controller removes it.
+_OWN_CACHE = "MANET_JAX_TESTS_XLA_CACHE" not in os.environ
+if _OWN_CACHE:
+    os.environ["MANET_JAX_TESTS_XLA_CACHE"] = tempfile.mkdtemp(prefix="manet_jax_tests_xla_")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["MANET_JAX_TESTS_XLA_CACHE"]
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 import pytest  # noqa: E402
 import tiny  # noqa: E402
 
 
 def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(_COMPILATION_CACHE, ignore_errors=True)
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ["MANET_JAX_TESTS_XLA_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture
