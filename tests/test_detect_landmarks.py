@@ -4,9 +4,12 @@ scikit-image's astronaut() (shifted, scaled, mirrored, rotated, grey), plus imag
 face, in the real <root>/train|test/<class>/<image> layout; nothing is downloaded."""
 
 import math
+import os
 import re
 import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import fixtures
 import numpy as np
@@ -18,6 +21,8 @@ from configs import folder as folder_config
 from configs import raf as raf_config
 from manet_jax import cpus, faces, regions, training
 from manet_jax.data import align, crop_landmarks, datasets, image_folder, prepared
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SIZE = 224
 F = (223, 127)  # the astronaut's face centre in data.astronaut() (512 x 512), (x, y)
@@ -414,3 +419,45 @@ def test_a_file_that_does_not_decode_in_a_worker_is_named_and_nothing_is_left(sm
         _prepare(root, cache, workers=2)
     prepared_dir = next((cache / "prepared" / "folder").iterdir())
     assert [p.name for p in prepared_dir.iterdir()] == ["report.txt"]  # no split, no half-written temporary
+
+
+LARGE_EXAMPLES = """
+import numpy as np
+
+
+def large_example(index, detector=None):  # 8 MB: a worker sends it to the parent in many writes
+    return np.full(8_000_000, index % 256, np.uint8)
+"""
+
+STOP_WHILE_SENDING = """
+import os, random, threading, time
+from large_examples import large_example
+from manet_jax.data.crop_landmarks import ExampleLoader
+
+rng = random.Random(0)
+for attempt in range(4):
+    loader = ExampleLoader(large_example, "detect", "hog", workers=2, log=lambda *_: None)
+    examples = loader.map([(i,) for i in range(12)])
+    next(examples)
+    time.sleep(rng.uniform(0, 0.05))  # the other worker is mid-result, or not
+    closing = threading.Thread(target=loader.close, kwargs={"cancel": True}, daemon=True)
+    closing.start()
+    closing.join(60)
+    if closing.is_alive():
+        print(f"close() hung at attempt {attempt}", flush=True)
+        os._exit(3)
+print("closed 4 times")
+"""
+
+
+def test_workers_stopped_while_they_send_a_result_never_hang_the_parent(tmp_path):
+    """A worker terminated while it wrote a result to the pipe left half a message there; the
+    executor's thread waited for the rest forever, and close() (and the parent's exit) with it:
+    a CI run hung so, after a file that did not decode. Stopped at random moments while they
+    send 8 MB results, close() now returns every time (the old close() hung within 2 attempts)."""
+    (tmp_path / "large_examples.py").write_text(LARGE_EXAMPLES)
+    script = tmp_path / "stop_while_sending.py"
+    script.write_text(STOP_WHILE_SENDING)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "closed 4 times" in out.stdout, out.stdout + out.stderr[-3000:]

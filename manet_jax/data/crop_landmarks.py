@@ -348,9 +348,18 @@ class ExampleLoader:
         if executor is None:
             return
         if cancel:  # each is mid-chunk: stop it rather than wait (without the private list: wait)
-            for process in list((getattr(executor, "_processes", None) or {}).values()):
+            processes = list((getattr(executor, "_processes", None) or {}).values())
+            for process in processes:
                 process.terminate()
-        executor.shutdown(wait=True)
+            for process in processes:
+                process.join(10)
+            # A worker stopped while it sent a result leaves half a message in the result pipe; the
+            # executor's thread would wait for the rest forever, and shutdown() (and the exit of this
+            # process) with it. With the workers gone, closing this end of the pipe ends that wait.
+            writer = getattr(getattr(executor, "_result_queue", None), "_writer", None)
+            if writer is not None and all(not process.is_alive() for process in processes):
+                writer.close()
+        executor.shutdown(wait=True, cancel_futures=cancel)
 
     def __enter__(self) -> ExampleLoader:
         return self
