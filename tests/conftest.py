@@ -22,6 +22,9 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 import pytest  # noqa: E402
 import tiny  # noqa: E402
 
+if tiny.FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):  # before any test imports JAX
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {tiny.FAST_COMPILE}".strip()
+
 
 def pytest_sessionfinish(session, exitstatus):
     if _OWN_CACHE:
@@ -46,3 +49,13 @@ def uninterrupted_run(tmp_path_factory):
     run = tiny.UninterruptedRun(tmp_path_factory.mktemp("uninterrupted") / "run")
     yield run
     run.stop()
+
+
+# Under pytest-xdist (two workers, a file at a time each) the longest files go first, so that
+# no long file is left to run alone at the end while the other worker idles.
+LONGEST_FIRST = ("test_notebooks.py", "test_crossval.py", "test_multihost.py", "test_fuzz.py", "test_training.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
+import tiny
 
 from manet_jax.checkpoints import CheckpointMismatchError, Checkpoints, restore_params
 
@@ -368,7 +369,7 @@ def test_checkpoint_is_complete_when_save_returns(tmp_path):
         os._exit(0)
         """
     )
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=tiny.xla_flags(4))
     subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=REPO, timeout=120)
     with Checkpoints(tmp_path, read_only=True) as ckpts:
         assert ckpts.all_steps() == [5] and ckpts.best_step() == 5

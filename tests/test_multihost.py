@@ -19,6 +19,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import tiny
 
 from manet_jax import checkpoint_files, distributed
 from manet_jax.checkpoints import Checkpoints, restore_params
@@ -74,8 +75,7 @@ class Launcher:
         env = {
             **os.environ,
             "JAX_PLATFORMS": "cpu",
-            # LLVM's optimisation off: each process compiles a few seconds sooner (both sides alike)
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0",
+            "XLA_FLAGS": tiny.xla_flags(devices),
             "TF_CPP_MIN_LOG_LEVEL": "3",
             "PYTHONUNBUFFERED": "1",
             "JAX_COMPILATION_CACHE_DIR": str(self.cache),

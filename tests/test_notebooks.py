@@ -16,6 +16,7 @@ from pathlib import Path
 import fixtures
 import nbformat
 import pytest
+import tiny
 from nbclient import NotebookClient
 
 import manet_jax
@@ -66,7 +67,7 @@ def _execute(name: str, tmp_path: Path, monkeypatch, **overrides) -> nbformat.No
     index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     source = "\n".join(f"{key} = {value!r}" for key, value in {"SMOKE": True, **overrides}.items())
     nb.cells.insert(index + 1, nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]}))
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+    monkeypatch.setenv("XLA_FLAGS", tiny.xla_flags(8))
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     client = NotebookClient(nb, kernel_name="python3", timeout=900, resources={"metadata": {"path": str(tmp_path)}})

@@ -142,7 +142,7 @@ def test_each_stage_leaves_the_other_partition_bit_identical(stage):
 
 
 def test_eight_devices_match_one_device():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": tiny.xla_flags(8), "JAX_PLATFORMS": "cpu"}
     out = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "_multidevice_step.py")],
         cwd=ROOT,

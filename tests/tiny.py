@@ -20,6 +20,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# XLA with LLVM's optimisation off, for every test process and subprocess (conftest.py): the
+# tests' networks are tiny, so compiling them is most of their cost, and at -O0 it is about half
+# (tests/test_models.py + test_dynamics.py: 60 -> 33 s of CPU). Runs a test compares share it.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+
+
+def xla_flags(devices: int) -> str:
+    """XLA_FLAGS for a subprocess with `devices` simulated CPU devices, compiling fast."""
+    return f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"
+
+
 # What the shared runs add to the tiny config: 23 test faces leave a partial batch of 8.
 SHARED_RUN = {"data.num_test": 23}
 
