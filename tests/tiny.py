@@ -58,14 +58,9 @@ def tiny_config_file(path: Path, variant: str = "manet", overrides: dict | None 
     """A config file (for cv.py, train.py --config=) whose get_config() is tiny_config(...)."""
     path = Path(path)
     path.write_text(
-        "from configs import synthetic\n\n\n"
-        "def get_config():\n"
-        '    c = synthetic.get_config("tiny")\n'
-        f"    c.model.variant = {variant!r}\n"
-        f"    for key, value in {dict(overrides or {})!r}.items():\n"
-        '        section, name = key.split(".")\n'
-        "        c[section][name] = value\n"
-        "    return c\n"
+        f"import sys\n\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from tiny import tiny_config  # noqa: E402\n\n\n"
+        f"def get_config():\n    return tiny_config({variant!r}, {dict(overrides or {})!r})\n"
     )
     return path
 
